@@ -62,6 +62,9 @@ class TransferConfig:
     base_model_revision: str | None = field(
         default=None, metadata={"help": "Revision (commit, branch or tag) of the source checkpoint."}
     )
+    base_model_subfolder: str | None = field(
+        default=None, metadata={"help": "Folder inside the source checkpoint's repo or path that holds the model."}
+    )
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
