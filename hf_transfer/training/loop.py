@@ -13,6 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .early_stopping import EarlyStopping
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +39,16 @@ class TrainingConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the weights' noise, the data order and the loss's noise."})
     progress_bar: bool = field(default=True, metadata={"help": "Show a tqdm progress bar with the loss."})
     description: str = field(default="training", metadata={"help": "Label of the progress bar."})
+    eval_steps: int = field(
+        default=50, metadata={"help": "Optimizer steps between validation losses (only when `train` gets an eval_dataset)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many validation losses without improvement; None trains for max_steps. "
+            "Needs an eval_dataset. With an eval_dataset, train returns the weights of the best validation loss."
+        },
+    )
 
     def __post_init__(self):
         if self.max_steps < 1:
@@ -49,14 +61,24 @@ class TrainingConfig:
             raise ValueError(f"`gradient_accumulation_steps` must be at least 1, got {self.gradient_accumulation_steps}.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"`ema_decay` must lie in (0, 1) or be None, got {self.ema_decay}.")
+        if self.eval_steps < 1:
+            raise ValueError(f"`eval_steps` must be at least 1, got {self.eval_steps}.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"`early_stopping_patience` must be at least 1 or None, got {self.early_stopping_patience}.")
 
 
 @dataclass
 class TrainingResult:
-    """What `train` returns: the per-step losses and the number of optimizer steps taken."""
+    """What `train` returns: the per-step losses and the number of optimizer steps taken.
+
+    With an `eval_dataset`, also the validation losses (one per `eval_steps`) and the step whose weights
+    were returned.
+    """
 
     losses: list[float]
     global_step: int
+    eval_losses: list[float] = field(default_factory=list)
+    best_step: int | None = None
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -87,6 +109,7 @@ def train(
     config: TrainingConfig,
     accelerator: Accelerator | None = None,
     collate_fn=None,
+    eval_dataset=None,
 ) -> TrainingResult:
     """Train the trainable parameters of `model` on `dataset` with AdamW, clipping and EMA.
 
@@ -102,6 +125,10 @@ def train(
         config (`TrainingConfig`): the options.
         accelerator (`Accelerator`, *optional*): the accelerate handle; one is made from `config` if None.
         collate_fn (*optional*): a DataLoader collate function.
+        eval_dataset (*optional*): held-out examples in the form of `dataset`. If given, the loss on them is
+            computed every `config.eval_steps` steps (and at the last step), training stops early after
+            `config.early_stopping_patience` evaluations without improvement, and the trainable weights of
+            the lowest validation loss are returned in place of the last ones.
     """
     accelerator = accelerator or Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps
@@ -112,6 +139,16 @@ def train(
         raise ValueError("The model has no trainable parameters; check the transfer strategy.")
     if len(dataset) == 0:
         raise ValueError("The training data set is empty.")
+    if config.early_stopping_patience is not None and eval_dataset is None:
+        raise ValueError(
+            "`early_stopping_patience` is set but no `eval_dataset` was given; pass held-out examples as "
+            "`eval_dataset` or set `early_stopping_patience=None`."
+        )
+    early_stopping = None
+    if eval_dataset is not None:
+        early_stopping = EarlyStopping(
+            eval_dataset, config.batch_size, config.early_stopping_patience, config.seed, collate_fn=collate_fn
+        )
 
     data_order = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
@@ -164,17 +201,28 @@ def train(
         losses.append(loss.detach().item())
         progress.update(1)
         progress.set_postfix(loss=f"{losses[-1]:.4f}")
-        if global_step >= config.max_steps:
+        is_last_step = global_step >= config.max_steps
+        if early_stopping is not None and (global_step % config.eval_steps == 0 or is_last_step):
+            if early_stopping.step(model, parameters, ema, global_step, accelerator.device):
+                logger.info("%s: early stop at step %d, best validation loss at step %d.", config.description, global_step, early_stopping.best_step)
+                break
+        if is_last_step:
             break
     progress.close()
 
-    if ema is not None:
+    if early_stopping is not None and early_stopping.best_weights is not None:
+        early_stopping.restore(parameters)
+    elif ema is not None:
         ema.copy_to(parameters)
     model = accelerator.unwrap_model(model)
     model.eval()
     tail = losses[-max(1, len(losses) // 10):]
     logger.info("%s: %d steps, final loss %.4f (mean of the last %d steps).", config.description, global_step, sum(tail) / len(tail), len(tail))
-    return TrainingResult(losses=losses, global_step=global_step)
+    if early_stopping is None:
+        return TrainingResult(losses=losses, global_step=global_step)
+    return TrainingResult(
+        losses=losses, global_step=global_step, eval_losses=early_stopping.losses, best_step=early_stopping.best_step
+    )
 
 
 def steps_for_epochs(num_examples: int, batch_size: int, epochs: float, min_steps: int = 1, max_steps: int | None = None) -> int:
