@@ -90,7 +90,10 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
                 f"Could not copy the UNet weights: missing {sorted(set(missing) - projection_keys)}, "
                 f"unexpected {sorted(unexpected)}."
             )
-        return model.to(device=unet.device, dtype=unet.dtype)
+        model = model.to(unet.device)
+        if unet.dtype != model.dtype:
+            model = model.to(dtype=unet.dtype)
+        return model
 
     @property
     def condition_projection(self) -> ConditionProjection:

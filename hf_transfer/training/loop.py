@@ -200,7 +200,7 @@ def train(
         global_step += 1
         losses.append(loss.detach().item())
         progress.update(1)
-        progress.set_postfix(loss=f"{losses[-1]:.4f}")
+        progress.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         is_last_step = global_step >= config.max_steps
         if early_stopping is not None and (global_step % config.eval_steps == 0 or is_last_step):
             if early_stopping.step(model, parameters, ema, global_step, accelerator.device):
