@@ -89,6 +89,10 @@ def get_transfer_model(source_model: nn.Module, config: TransferConfig, generato
     model.requires_grad_(True)
     if config.freezes_embedding:
         freeze(model.shared_embedding)
+    # A shared embedding can hold parts that no strategy trains, such as a pretrained encoder
+    # built with `train_encoder=False`; it lists them in `always_frozen_modules`.
+    for module in getattr(model.shared_embedding, "always_frozen_modules", ()):
+        freeze(module)
     if config.strategy == "lora":
         from .lora import add_lora_adapters
 
