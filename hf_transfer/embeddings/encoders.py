@@ -3,10 +3,11 @@
 import contextlib
 import contextvars
 import hashlib
+import inspect
 import logging
 import os
 import warnings
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable
 
 import numpy as np
 import torch
@@ -133,6 +134,18 @@ class PretrainedEncoderEmbedding(SharedEmbedding):
     """
 
     processor_attribute: str = ""
+
+    def register_to_config(self, **kwargs):
+        # diffusers 0.42's `@register_to_config` lists arguments passed by position under
+        # `_use_default_values`, and `from_config` then drops them, so `Cls("id").from_config(...)`
+        # would lose `encoder_name_or_path`. Keep only the arguments that really equal their default.
+        used_defaults = kwargs.get("_use_default_values")
+        if used_defaults:
+            parameters = inspect.signature(type(self).__init__).parameters
+            kwargs["_use_default_values"] = [
+                key for key in used_defaults if key in parameters and kwargs.get(key) == parameters[key].default
+            ]
+        super().register_to_config(**kwargs)
 
     def _build(
         self,
@@ -463,8 +476,10 @@ class TextEncoderEmbedding(PretrainedEncoderEmbedding):
         """Check a batch of texts: a list or tuple of non-empty strings, or one string (a batch of one)."""
         if isinstance(condition, str):
             condition = [condition]
-        if not isinstance(condition, (list, tuple)):
+        # Other sequences of strings, such as a `datasets` column, are taken as they iterate.
+        if isinstance(condition, (torch.Tensor, np.ndarray, bytes, dict)) or not isinstance(condition, Iterable):
             raise TypeError(f"Text conditions must be a list of strings, got {type(condition).__name__}.")
+        condition = list(condition)
         if not condition:
             raise ValueError("Got an empty batch of text conditions; pass at least one text.")
         for position, text in enumerate(condition):
@@ -477,7 +492,7 @@ class TextEncoderEmbedding(PretrainedEncoderEmbedding):
                 raise ValueError(
                     f"Text condition {position} is empty ({text!r}); give every sample a non-empty description."
                 )
-        return list(condition)
+        return condition
 
     def condition_keys(self, conditions: list[str]) -> list[Hashable]:
         return list(conditions)
