@@ -54,13 +54,6 @@ class ConditionalDiffusionModel(nn.Module):
         self.noise_scheduler = noise_scheduler or DDPMScheduler(num_train_timesteps=1000)
         self.condition_dropout = condition_dropout
 
-    def embed(self, condition, drop_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Compute h(z), zeroing the rows where `drop_mask` is True (the unconditional rows)."""
-        embedding = self.shared_embedding(condition)
-        if drop_mask is not None:
-            embedding = embedding * (~drop_mask).unsqueeze(1).to(embedding.dtype)
-        return embedding
-
     def forward(self, pixel_values: torch.Tensor, condition) -> torch.Tensor:
         """Return the denoising loss of a batch.
 
@@ -78,14 +71,14 @@ class ConditionalDiffusionModel(nn.Module):
         noisy = self.noise_scheduler.add_noise(pixel_values, noise, timesteps)
 
         # 2. Embed the condition, dropping some rows for classifier-free guidance.
-        drop_mask = None
-        if self.training and self.condition_dropout > 0:
-            drop_mask = torch.rand(batch_size, device=device) < self.condition_dropout
-        embedding = self.embed(condition, drop_mask)
+        embedding = self.shared_embedding(condition)
         if embedding.shape[0] != batch_size:
             raise ValueError(
                 f"Got {embedding.shape[0]} conditions for {batch_size} images; pass one condition per image."
             )
+        if self.training and self.condition_dropout > 0:
+            keep = torch.rand(batch_size, device=device) >= self.condition_dropout
+            embedding = embedding * keep.unsqueeze(1).to(embedding.dtype)
 
         # 3. Regress the target the scheduler's prediction type asks for.
         prediction = self.generator(noisy, timesteps, embedding).sample

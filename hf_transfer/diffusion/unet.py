@@ -82,7 +82,9 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
                 f"`unet` must be a diffusers UNet2DModel, got {type(unet).__name__}; "
                 "use UNet2DModel.from_pretrained(...) to load one."
             )
-        model = cls(unet_config=dict(unet.config), embedding_dim=embedding_dim)
+        # Private keys such as `_name_or_path` describe where the UNet came from, not its shape.
+        unet_config = {key: value for key, value in unet.config.items() if not key.startswith("_")}
+        model = cls(unet_config=unet_config, embedding_dim=embedding_dim)
         missing, unexpected = model.unet.load_state_dict(unet.state_dict(), strict=False)
         projection_keys = {key for key in missing if key.startswith("class_embedding.")}
         if set(missing) - projection_keys or unexpected:

@@ -1,0 +1,237 @@
+"""The digits transfer demo: source training, four target strategies, evaluation, pictures."""
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from .data import make_digits_task
+from .diffusion import ConditionalDiffusionModel, SharedEmbeddingUNet2DModel, TransferDiffusionPipeline
+from .embeddings import ClassLabelEmbedding
+from .evaluation import accuracy, class_consistency, frechet_distance, save_image_grid, train_classifier
+from .training import TrainingConfig, steps_for_epochs, train
+from .transfer import TransferConfig, count_trainable_parameters, get_transfer_model
+
+logger = logging.getLogger(__name__)
+
+NUM_CLASSES = 10
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and budgets of the digits demo; `quick()` returns the CI-sized variant."""
+
+    shots_per_class: int = 10
+    seed: int = 0
+    target_domain: str = "rotate90"
+    embedding_dim: int = 32
+    block_out_channels: tuple[int, ...] = (32, 64)
+    source_steps: int = 2500
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    # Every strategy gets the same target budget: `target_epochs` passes over the k-shot data,
+    # clipped to [target_min_steps, target_max_steps].
+    target_epochs: float = 250.0
+    target_min_steps: int = 200
+    target_max_steps: int = 800
+    target_learning_rate: float = 1e-3
+    condition_dropout: float = 0.1
+    guidance_scale: float = 2.0
+    num_inference_steps: int = 50
+    samples_per_class: int = 50
+    strategies: list[str] = field(
+        default_factory=lambda: ["frozen_embedding", "frozen_embedding:fresh", "full_finetune", "from_scratch"]
+    )
+
+    @classmethod
+    def quick(cls, **overrides) -> "DemoSettings":
+        values = dict(
+            source_steps=300,
+            target_epochs=20.0,
+            target_min_steps=60,
+            target_max_steps=100,
+            num_inference_steps=10,
+            samples_per_class=10,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def source_key(self) -> str:
+        """Hash of every setting that changes the source model, the name of its cache entry."""
+        relevant = {
+            "target_domain": None,
+            "embedding_dim": self.embedding_dim,
+            "block_out_channels": list(self.block_out_channels),
+            "source_steps": self.source_steps,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "condition_dropout": self.condition_dropout,
+            "seed": self.seed,
+            "version": 1,
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_strategy(name: str) -> TransferConfig:
+    """Turn `strategy` or `strategy:fresh` into a `TransferConfig`."""
+    strategy, _, head = name.partition(":")
+    return TransferConfig(strategy=strategy, head_init=head or ("fresh" if strategy == "from_scratch" else "warm"))
+
+
+def build_source_model(settings: DemoSettings) -> ConditionalDiffusionModel:
+    """A class-conditional UNet for 8x8 digits with a label shared embedding, freshly initialised."""
+    torch.manual_seed(settings.seed)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=tuple(settings.block_out_channels),
+        down_block_types=("DownBlock2D",) * len(settings.block_out_channels),
+        up_block_types=("UpBlock2D",) * len(settings.block_out_channels),
+        layers_per_block=1,
+        norm_num_groups=8,
+    )
+    generator = SharedEmbeddingUNet2DModel.from_unet(unet, embedding_dim=settings.embedding_dim)
+    shared_embedding = ClassLabelEmbedding(num_classes=NUM_CLASSES, embedding_dim=settings.embedding_dim)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    return ConditionalDiffusionModel(shared_embedding, generator, scheduler, condition_dropout=settings.condition_dropout)
+
+
+def load_or_train_source(settings: DemoSettings, task, cache_dir: str) -> ConditionalDiffusionModel:
+    """Train the source model, or load it from `cache_dir` when these settings trained one before."""
+    folder = os.path.join(cache_dir, f"digits-source-{settings.source_key()}")
+    if os.path.isfile(os.path.join(folder, "model_index.json")):
+        logger.info("Loading the cached source model from %s", folder)
+        pipeline = TransferDiffusionPipeline.from_pretrained(folder)
+        model = ConditionalDiffusionModel(
+            pipeline.shared_embedding, pipeline.unet, pipeline.scheduler, settings.condition_dropout
+        )
+        return model
+
+    model = build_source_model(settings)
+    config = TrainingConfig(
+        max_steps=settings.source_steps,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+        description="source",
+    )
+    train(model, task.source.select_columns(["pixel_values", "condition"]), config)
+    # Save into a temporary folder and rename it, so an interrupted save never looks like a cache hit.
+    temporary = folder + ".tmp"
+    model.to_pipeline().save_pretrained(temporary)
+    if os.path.isdir(folder):
+        import shutil
+
+        shutil.rmtree(folder)
+    os.replace(temporary, folder)
+    logger.info("Saved the source model to %s", folder)
+    return model
+
+
+def sample_images(model: ConditionalDiffusionModel, settings: DemoSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `samples_per_class` images per class with DDIM and guidance; returns images and their labels."""
+    scheduler = DDIMScheduler.from_config(model.noise_scheduler.config)
+    pipeline = model.to_pipeline(scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(settings.samples_per_class)
+    images = pipeline(
+        labels,
+        num_inference_steps=settings.num_inference_steps,
+        guidance_scale=settings.guidance_scale,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+    ).images
+    return images, labels
+
+
+def target_budget(settings: DemoSettings, num_examples: int) -> int:
+    return steps_for_epochs(
+        num_examples,
+        settings.batch_size,
+        settings.target_epochs,
+        min_steps=settings.target_min_steps,
+        max_steps=settings.target_max_steps,
+    )
+
+
+def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = None, save_pipeline: bool = True) -> dict:
+    """Run the whole demo and write metrics, sample grids and the transferred pipeline to `output_dir`.
+
+    Returns the metrics dictionary that is also written to `output_dir/metrics.json`.
+    """
+    started = time.perf_counter()
+    os.makedirs(output_dir, exist_ok=True)
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_transfer")
+    task = make_digits_task(settings.shots_per_class, seed=settings.seed, target_domain=settings.target_domain)
+
+    # 1. The judge: a classifier of target-domain digits trained on the target pool.
+    pool, test = task.target_pool[:], task.target_test[:]
+    classifier = train_classifier(pool["pixel_values"], pool["condition"], seed=settings.seed)
+    classifier_accuracy = accuracy(classifier, test["pixel_values"], test["condition"])
+    logger.info("Target-domain classifier: %.3f accuracy on the held-out target split.", classifier_accuracy)
+
+    # 2. Source learning.
+    source = load_or_train_source(settings, task, cache_dir)
+
+    # 3. Target learning under each strategy, with one budget for all.
+    steps = target_budget(settings, len(task.target_train))
+    results = {}
+    transferred = {}
+    for index, name in enumerate(settings.strategies):
+        config = parse_strategy(name)
+        config.seed = settings.seed
+        model = get_transfer_model(source, config)
+        trainable, total = count_trainable_parameters(model)
+        training = TrainingConfig(
+            max_steps=steps,
+            batch_size=settings.batch_size,
+            learning_rate=settings.target_learning_rate if config.strategy != "from_scratch" else settings.learning_rate,
+            seed=settings.seed + 1,
+            description=config.label,
+        )
+        train(model, task.target_train.select_columns(["pixel_values", "condition"]), training)
+        images, labels = sample_images(model, settings, seed=settings.seed + 100)
+        results[config.label] = {
+            "strategy": config.strategy,
+            "head_init": config.head_init,
+            "class_consistency": class_consistency(classifier, images, labels),
+            "frechet_distance": frechet_distance(classifier, test["pixel_values"], images),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "target_steps": steps,
+        }
+        save_image_grid(images.view(NUM_CLASSES, settings.samples_per_class, 1, 8, 8)[:, :10].transpose(0, 1).reshape(-1, 1, 8, 8),
+                        os.path.join(output_dir, f"samples_{config.label.split(' ')[0]}{'_fresh' if config.head_init == 'fresh' and config.strategy == 'frozen_embedding' else ''}.png"))
+        transferred[name] = model
+        logger.info("%s: %s", config.label, results[config.label])
+
+    # 4. References: the k-shot images themselves and real held-out images.
+    shots = task.target_train[:]
+    metrics = {
+        "settings": asdict(settings),
+        "classifier_accuracy": classifier_accuracy,
+        "reference_frechet_distance": {
+            "k_shot_training_images": frechet_distance(classifier, test["pixel_values"], shots["pixel_values"]),
+            "target_pool_images": frechet_distance(classifier, test["pixel_values"], pool["pixel_values"]),
+        },
+        "strategies": results,
+        "seconds": time.perf_counter() - started,
+    }
+    if save_pipeline and settings.strategies:
+        best_name = settings.strategies[0]
+        folder = os.path.join(output_dir, "pipeline")
+        transferred[best_name].to_pipeline().save_pretrained(folder)
+        parse_strategy(best_name).save_pretrained(folder)
+        metrics["pipeline"] = folder
+    path = os.path.join(output_dir, "metrics.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(metrics, handle, indent=2)
+    os.replace(path + ".tmp", path)
+    metrics["seconds"] = time.perf_counter() - started
+    return metrics
