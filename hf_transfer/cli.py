@@ -8,6 +8,8 @@ import sys
 # Subcommand modules; each defines `register(subparsers)` that adds its parser and sets `func`.
 COMMAND_MODULES = [
     "hf_transfer.commands.demo",
+    "hf_transfer.commands.push",
+    "hf_transfer.commands.benchmark",
 ]
 
 
