@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -83,6 +84,13 @@ def parse_strategy(name: str) -> TransferConfig:
     return TransferConfig(strategy=strategy, head_init=head or ("fresh" if strategy == "from_scratch" else "warm"))
 
 
+def file_stem(config: TransferConfig) -> str:
+    """File-name form of a strategy: `frozen_embedding`, `frozen_embedding_fresh`, `lora`, ..."""
+    if config.strategy == "frozen_embedding" and config.head_init == "fresh":
+        return "frozen_embedding_fresh"
+    return config.strategy
+
+
 def build_source_model(settings: DemoSettings) -> ConditionalDiffusionModel:
     """A class-conditional UNet for 8x8 digits with a label shared embedding, freshly initialised."""
     torch.manual_seed(settings.seed)
@@ -126,8 +134,6 @@ def load_or_train_source(settings: DemoSettings, task, cache_dir: str) -> Condit
     temporary = folder + ".tmp"
     model.to_pipeline().save_pretrained(temporary)
     if os.path.isdir(folder):
-        import shutil
-
         shutil.rmtree(folder)
     os.replace(temporary, folder)
     logger.info("Saved the source model to %s", folder)
@@ -206,8 +212,10 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
             "total_parameters": total,
             "target_steps": steps,
         }
-        save_image_grid(images.view(NUM_CLASSES, settings.samples_per_class, 1, 8, 8)[:, :10].transpose(0, 1).reshape(-1, 1, 8, 8),
-                        os.path.join(output_dir, f"samples_{config.label.split(' ')[0]}{'_fresh' if config.head_init == 'fresh' and config.strategy == 'frozen_embedding' else ''}.png"))
+        # Up to ten samples per class, one class per column.
+        per_class = images.view(NUM_CLASSES, settings.samples_per_class, *images.shape[1:])[:, :10]
+        grid = per_class.transpose(0, 1).reshape(-1, *images.shape[1:])
+        save_image_grid(grid, os.path.join(output_dir, f"samples_{file_stem(config)}.png"))
         transferred[name] = model
         logger.info("%s: %s", config.label, results[config.label])
 
