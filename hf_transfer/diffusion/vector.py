@@ -34,6 +34,9 @@ class VectorNoisePredictor(ModelMixin, ConfigMixin):
     concatenated with x_t and h(z) and fed to a SiLU MLP. Timesteps may be fractional, which the
     probability-flow ODE needs.
 
+    The arguments are keyword-only because diffusers 0.42's `register_to_config` marks positional
+    arguments as defaults, so `from_config` (used by `get_transfer_model` for a fresh head) would drop them.
+
     Args:
         data_dim (`int`): width of x.
         embedding_dim (`int`): width of the shared embedding h(z) it takes.
@@ -53,6 +56,7 @@ class VectorNoisePredictor(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
+        *,
         data_dim: int,
         embedding_dim: int,
         hidden_dims: tuple[int, ...] = (128, 128, 128),
