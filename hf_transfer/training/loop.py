@@ -329,7 +329,9 @@ def train(
             break
     progress.close()
     if config.log_with is not None:
-        accelerator.end_training()
+        # Not `accelerator.end_training()`: it also destroys the process group, which the caller may still need.
+        for tracker in accelerator.trackers:
+            tracker.finish()
 
     if early_stopping is not None and early_stopping.best_weights is not None:
         early_stopping.restore(parameters)
