@@ -10,8 +10,17 @@ from .embeddings import (
     SharedEmbedding,
     TextEncoderEmbedding,
 )
+from .hub import load_source_model, push_to_hub
+from .model_card import ModelCardInfo
 from .training import TrainingConfig, TrainingResult, train
-from .transfer import TransferConfig, count_trainable_parameters, get_transfer_model, print_trainable_parameters
+from .transfer import (
+    TransferConfig,
+    count_trainable_parameters,
+    get_transfer_model,
+    load_target_weights,
+    print_trainable_parameters,
+    save_target_weights,
+)
 from .utils import HfTransferWarning
 
 __version__ = "0.1.0"
@@ -24,6 +33,7 @@ __all__ = [
     "HfTransferWarning",
     "ImageEncoderEmbedding",
     "MLPEmbedding",
+    "ModelCardInfo",
     "PretrainedEncoderEmbedding",
     "SharedEmbedding",
     "SharedEmbeddingUNet2DModel",
@@ -34,6 +44,10 @@ __all__ = [
     "TransferDiffusionPipeline",
     "count_trainable_parameters",
     "get_transfer_model",
+    "load_source_model",
+    "load_target_weights",
     "print_trainable_parameters",
+    "push_to_hub",
+    "save_target_weights",
     "train",
 ]

@@ -513,7 +513,7 @@ def push_to_hub(
 
     Steps: validate `repo_id` (before any network call), stage the files in a temporary folder
     (checkpoints and caches left out, LoRA adapters merged for a full save), write the model card
-    unless the folder has one, check that the staged folder loads, then `HfApi.create_repo`
+    (kept from the folder if it has one and `card_info` is None), check that the staged folder loads, then `HfApi.create_repo`
     (`exist_ok=True`), `HfApi.create_branch` for a `revision` other than `main`, and
     `HfApi.upload_folder`.
 
