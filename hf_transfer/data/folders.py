@@ -16,8 +16,6 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Sequence, Value, l
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from ..utils import check_finite
-
 # Channels of the image modes a model can take.
 IMAGE_MODE_CHANNELS = {"L": 1, "RGB": 3}
 # Modes PIL converts to "L" or "RGB" without losing range: bilevel, 8-bit gray, palette and 8-bit colour, with or
@@ -168,7 +166,8 @@ def _condition_tensor(batch: dict, condition_columns: list[str], info: Condition
         values = torch.as_tensor(np.asarray(batch[condition_columns[0]], dtype=np.float32))
     else:
         values = torch.as_tensor(np.stack([np.asarray(batch[column], dtype=np.float32) for column in condition_columns], axis=1))
-    check_finite("condition", values)
+    if not torch.isfinite(values).all():
+        raise ValueError(f"Condition columns {condition_columns} contain NaN, missing or infinite values; clean or drop those rows.")
     return values
 
 
@@ -293,9 +292,13 @@ def set_table_transform(
     dataset, info = prepare_conditions(dataset, condition_columns, source)
 
     def transform(batch: dict) -> dict:
-        x = torch.as_tensor(np.stack([np.asarray(batch[column], dtype=np.float32) for column in feature_columns], axis=1))
-        check_finite("x", x)
-        return {"x": x, "condition": _condition_tensor(batch, condition_columns, info)}
+        columns = []
+        for column in feature_columns:
+            values = np.asarray(batch[column], dtype=np.float32)
+            if not np.isfinite(values).all():
+                raise ValueError(f"Column {column!r} of {source} contains NaN, missing or infinite values; clean or drop those rows.")
+            columns.append(values)
+        return {"x": torch.as_tensor(np.stack(columns, axis=1)), "condition": _condition_tensor(batch, condition_columns, info)}
 
     dataset.set_transform(transform)
     return dataset, info
