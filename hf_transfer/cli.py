@@ -29,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        # Input errors carry their own fix; a traceback would bury it.
+        parser.exit(2, f"hf-transfer {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from hf_transfer import TransferConfig, TransferDiffusionPipeline
@@ -37,3 +38,11 @@ def test_quick_demo_writes_its_files(tmp_path, capsys):
     assert len(cached) == 1
     main(["demo", "--quick", "--output-dir", str(tmp_path / "again"), "--cache-dir", str(cache_dir), "--shots-per-class", "3"])
     assert list(cache_dir.iterdir()) == cached
+
+
+def test_demo_rejects_too_many_shots(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--quick", "--output-dir", str(tmp_path / "out"), "--shots-per-class", "500"])
+    assert exit_info.value.code == 2
+    assert "`shots_per_class` must lie in [1, 35]" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "metrics.json").exists()
