@@ -68,6 +68,13 @@ def register(subparsers) -> None:
         help="Output activation of the learned shared embedding (default: tanh).",
     )
     parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: 0).")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Peak AdamW learning rate (default: 5e-3).")
+    parser.add_argument("--source-steps", type=int, default=None, help="Maximum optimizer steps of source learning (default: 2000).")
+    parser.add_argument("--target-steps", type=int, default=None, help="Maximum optimizer steps of target learning (default: 1500).")
+    parser.add_argument("--eval-steps", type=int, default=None, help="Optimizer steps between validation losses (default: 25).")
+    parser.add_argument(
+        "--patience", type=int, default=None, help="Validation losses without improvement before stopping (default: 8)."
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,8 +91,15 @@ def run(args: argparse.Namespace) -> int:
         overrides["early_stopping"] = False
     if args.embedding_output_activation is not None:
         overrides["embedding_output_activation"] = args.embedding_output_activation
-    if args.weight_decay is not None:
-        overrides["weight_decay"] = args.weight_decay
+    optional = {
+        "weight_decay": args.weight_decay,
+        "learning_rate": args.learning_rate,
+        "source_steps": args.source_steps,
+        "target_steps": args.target_steps,
+        "eval_steps": args.eval_steps,
+        "early_stopping_patience": args.patience,
+    }
+    overrides.update({name: value for name, value in optional.items() if value is not None})
     try:
         settings = module.quick_settings(**overrides) if args.quick else module.BenchmarkSettings(**overrides)
     except ValueError as error:
