@@ -69,8 +69,9 @@ def load_image_folder(data_dir: str | os.PathLike) -> Dataset:
 
     The layout is `data_dir/<class name>/<image file>`; the `label` column holds the class of each
     image's folder. A `metadata.csv` or `metadata.jsonl` file with a `file_name` column (paths relative
-    to `data_dir`) adds its other columns, which can serve as vector conditions; the folder labels are
-    kept as well.
+    to `data_dir`) adds its other columns, which can serve as vector conditions. `imagefolder` drops
+    the folder labels when a metadata file exists (datasets 5.2), so they are added back here unless
+    the metadata has a `label` column of its own.
 
     Raises:
         FileNotFoundError: `data_dir` does not exist or holds no images.
@@ -84,7 +85,20 @@ def load_image_folder(data_dir: str | os.PathLike) -> Dataset:
         raise FileNotFoundError(f"No images found in {data_dir!r} ({error}); put .png or .jpg files in one sub-folder per class.") from error
     if len(dataset) == 0:
         raise FileNotFoundError(f"No images found in {data_dir!r}; put .png or .jpg files in one sub-folder per class.")
+    if "label" not in dataset.column_names:
+        dataset = _add_folder_labels(dataset, data_dir)
     return dataset
+
+
+def _add_folder_labels(dataset: Dataset, data_dir: str) -> Dataset:
+    """Add a `label` column from each image's sub-folder, which `imagefolder` leaves out when a metadata file exists."""
+    paths = [cell["path"] for cell in dataset.cast_column("image", Image(decode=False))["image"]]
+    folders = [os.path.relpath(path, data_dir).split(os.sep)[0] for path in paths]
+    if any(folder == os.path.basename(path) for folder, path in zip(folders, paths)):
+        return dataset  # Some images sit directly in data_dir, so there are no class folders to read.
+    names = sorted(set(folders))
+    labels = [names.index(folder) for folder in folders]
+    return dataset.add_column("label", labels).cast_column("label", ClassLabel(names=names))
 
 
 def load_dataset_source(name_or_path: str, split: str = "train", revision: str | None = None) -> Dataset:
@@ -164,6 +178,9 @@ def _condition_tensor(batch: dict, condition_columns: list[str], info: Condition
         return torch.as_tensor(batch[condition_columns[0]], dtype=torch.long)
     if len(condition_columns) == 1:
         values = torch.as_tensor(np.asarray(batch[condition_columns[0]], dtype=np.float32))
+        if values.ndim == 1:
+            # One numeric column is a vector condition of width 1.
+            values = values[:, None]
     else:
         values = torch.as_tensor(np.stack([np.asarray(batch[column], dtype=np.float32) for column in condition_columns], axis=1))
     if not torch.isfinite(values).all():
