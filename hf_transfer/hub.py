@@ -55,7 +55,7 @@ MODEL_CARD_NAME = "README.md"
 
 @dataclass(frozen=True)
 class ResolvedCheckpoint:
-    """A checkpoint found on disk: the folder that holds the model and where it came from.
+    """A checkpoint found on disk: the folder that contains the model, and where it came from.
 
     Attributes:
         folder: local folder with the model's files, `subfolder` already applied.
@@ -98,9 +98,9 @@ def resolve_checkpoint(
 ) -> ResolvedCheckpoint:
     """Find a checkpoint's folder on disk, downloading it from the Hub into the cache if needed.
 
-    A local folder is used as it is. Anything else must be a valid hub repo id; its files
-    (configs, safetensors, cards, never pickle weights) come from the Hugging Face cache, and
-    from the Hub unless `HF_HUB_OFFLINE=1` or `local_files_only=True`.
+    A local folder is used as it is. Anything else must be a valid hub repo id. Its configs,
+    safetensors, cards and images (never pickle weights) come from the Hugging Face cache, and
+    also from the Hub unless `HF_HUB_OFFLINE=1` or `local_files_only=True`.
 
     Args:
         pretrained_model_name_or_path (`str` or `os.PathLike`): a local folder or a hub id such as
@@ -129,7 +129,7 @@ def resolve_checkpoint(
             raise FileNotFoundError(f"No subfolder {subfolder!r} in {name!r}; check `subfolder`.")
         return ResolvedCheckpoint(folder=folder, name_or_path=name, revision=None, subfolder=subfolder)
     if os.path.exists(name):
-        raise ValueError(f"{name!r} is a file; pass the folder that holds the model's config and weights.")
+        raise ValueError(f"{name!r} is a file; pass the folder that contains the model's config and weights.")
 
     # 2. A hub repo id, fetched through the cache.
     try:
@@ -199,7 +199,7 @@ def read_json(folder: Path, filename: str) -> dict:
 
 
 def check_safetensors_weights(folder: Path, weights_name: str = DIFFUSERS_WEIGHTS_NAME) -> None:
-    """Raise unless `folder` holds `weights_name` as safetensors; pickle files are detected, never opened.
+    """Check that `folder` contains `weights_name` as safetensors. Pickle files are detected by name and never opened.
 
     Raises:
         ValueError: the folder has pickle weights (`.bin`, `.pt`, `.ckpt`, ...) but no safetensors.
@@ -231,7 +231,7 @@ def detect_checkpoint_kind(folder: Path) -> str:
         (`ConditionalFlowModel`) and `"target_weights"` (a target-only save).
 
     Raises:
-        ValueError: the folder holds a checkpoint of another architecture.
+        ValueError: the folder contains a checkpoint of another architecture.
         FileNotFoundError: the folder holds no known config file.
     """
     from .transfer import TRANSFER_CONFIG_NAME
@@ -249,7 +249,7 @@ def detect_checkpoint_kind(folder: Path) -> str:
         if class_name == TRANSFER_PIPELINE:
             return "transfer_pipeline"
         raise ValueError(
-            f"{os.fspath(folder)!r} holds a {class_name} checkpoint; hf_transfer starts from UNet2DModel, "
+            f"{os.fspath(folder)!r} contains a {class_name} checkpoint; hf_transfer starts from UNet2DModel, "
             f"{', '.join(UNCONDITIONAL_PIPELINES)} and {TRANSFER_PIPELINE} checkpoints. Pass one of those, or the "
             "`subfolder` of a UNet2DModel inside a larger pipeline."
         )
@@ -259,7 +259,7 @@ def detect_checkpoint_kind(folder: Path) -> str:
         if class_name == UNet2DModel.__name__:
             return "unet"
         raise ValueError(
-            f"{os.fspath(folder)!r} holds a {class_name or 'non-diffusers'} checkpoint, not a UNet2DModel; "
+            f"{os.fspath(folder)!r} contains a {class_name or 'non-diffusers'} checkpoint, not a UNet2DModel; "
             "pass a UNet2DModel checkpoint (or its pipeline). For a UNet2DConditionModel, load it with diffusers "
             "and wrap it with SharedEmbeddingUNet2DConditionModel.from_unet."
         )
@@ -352,7 +352,8 @@ def load_source_model(
     Args:
         pretrained_model_name_or_path (`str` or `os.PathLike`): local folder or hub id.
         shared_embedding (`SharedEmbedding`, *optional*): the shared embedding h to attach to an
-            unconditional UNet; required for those checkpoints and rejected for the others, which bring their own.
+            unconditional UNet. It is required for those checkpoints and rejected for the others,
+            because they bring their own.
         revision, subfolder, cache_dir, local_files_only, token: as in `resolve_checkpoint`.
         condition_dropout (`float`, defaults to 0.1): passed to `ConditionalDiffusionModel`.
 
@@ -511,11 +512,14 @@ def push_to_hub(
 ):
     """Push a transferred model, or a folder saved earlier, to a hub model repo with a model card.
 
-    Steps: validate `repo_id` (before any network call), stage the files in a temporary folder
-    (checkpoints and caches left out, LoRA adapters merged for a full save), write the model card
-    (kept from the folder if it has one and `card_info` is None), check that the staged folder loads, then `HfApi.create_repo`
-    (`exist_ok=True`), `HfApi.create_branch` for a `revision` other than `main`, and
-    `HfApi.upload_folder`.
+    Steps:
+
+    1. Validate `repo_id` and check offline mode, before any network call.
+    2. Stage the files in a temporary folder: checkpoints and caches are left out, and LoRA
+       adapters are merged for a full save. Check that the staged folder is a complete model in safetensors.
+    3. Write the model card. A folder's own `README.md` is kept when `card_info` is None.
+    4. Call `HfApi.create_repo` (`exist_ok=True`), `HfApi.create_branch` for a `revision` other
+       than `main`, and `HfApi.upload_folder`.
 
     Args:
         model_or_folder: a `ConditionalDiffusionModel`, `ConditionalFlowModel`, `TransferDiffusionPipeline`,

@@ -23,7 +23,7 @@ SAMPLE_GRID_NAME = "samples.png"
 
 @dataclass
 class ModelCardInfo:
-    """What a model card says beyond what the saved files record."""
+    """Model card content beyond what the saved files record."""
 
     source_data: str | None = field(default=None, metadata={"help": "Description of the source data set."})
     target_data: str | None = field(

@@ -94,7 +94,8 @@ def test_push_model_stages_complete_pipeline(fake_hub, trained_target):
     assert "lora" in card.data.tags
     for text in ("sklearn digits", "quarter turn", "| lora | 12.5 |", "samples.png", "TransferDiffusionPipeline.from_pretrained", "8x8 grayscale"):
         assert text in card.text
-    assert "trainable parameters | " in card.text and "%)" in card.text
+    assert "trainable parameters | " in card.text
+    assert "%)" in card.text
 
     reloaded = TransferDiffusionPipeline.from_pretrained(staged, use_safetensors=True)
     torch.testing.assert_close(_sample(reloaded), _sample(trained_target.to_pipeline()), rtol=1e-4, atol=1e-4)

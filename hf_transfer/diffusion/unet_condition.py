@@ -10,8 +10,8 @@ Why cross-attention tokens and not an added embedding:
 - The time-embedding route already exists for `UNet2DModel` (`SharedEmbeddingUNet2DModel`); this
   class covers the other diffusers conditioning mechanism.
 
-The cost: a pretrained UNet trained on text-encoder tokens sees new tokens, so unlike the
-zero-initialised time-embedding projection, its outputs change before any training.
+The cost: a pretrained UNet trained on text-encoder tokens receives new tokens, so its outputs
+change before any training, unlike with the zero-initialised time-embedding projection.
 """
 
 from typing import Any
@@ -132,8 +132,8 @@ class SharedEmbeddingUNet2DConditionModel(ModelMixin, ConfigMixin):
         Args:
             sample (`torch.Tensor` of shape `(batch_size, channels, height, width)`): the noisy images.
             timestep (`torch.Tensor` of shape `(batch_size,)` or a number): the diffusion timesteps.
-            embedding (`torch.Tensor` of shape `(batch_size, embedding_dim)`): h(z); a zero row asks
-                for the unconditional prediction.
+            embedding (`torch.Tensor` of shape `(batch_size, embedding_dim)`): h(z). A zero row requests
+                the unconditional prediction.
             return_dict (`bool`, defaults to `True`): return a `UNet2DConditionOutput` instead of a tuple.
         """
         self.check_sample(sample)

@@ -174,8 +174,8 @@ def load_target_weights(
     Args:
         pretrained_model_name_or_path: folder or hub id of the target-only save (or a
             `ResolvedCheckpoint`).
-        base_model (*optional*): the base as a loaded model, or its hub id or path; by default the base
-            recorded in `transfer_config.json` is loaded at the recorded revision and subfolder.
+        base_model (*optional*): the base as a loaded model, or its hub id or path. By default the
+            base recorded in `transfer_config.json` is loaded at the recorded revision and subfolder.
         revision, subfolder, cache_dir, local_files_only, token: where to find the target-only save, as in
             `hf_transfer.hub.resolve_checkpoint`; `cache_dir`, `local_files_only` and `token` also apply to the base.
 
