@@ -206,7 +206,7 @@ def check_safetensors_weights(folder: Path, weights_name: str = DIFFUSERS_WEIGHT
         FileNotFoundError: the folder has no weights at all.
     """
     names = sorted(path.name for path in Path(folder).iterdir() if path.is_file())
-    if any(name.startswith(weights_name) and name.endswith(SAFETENSORS_SUFFIXES) for name in names):
+    if any(weights_name + suffix in names for suffix in SAFETENSORS_SUFFIXES):
         return
     pickles = [name for name in names if name.endswith(PICKLE_SUFFIXES)]
     if pickles:

@@ -138,3 +138,26 @@ def test_lora_pipeline_samples_and_saves(tmp_path):
     reloaded.set_progress_bar_config(disable=True)
     images = reloaded(condition, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
     torch.testing.assert_close(images, adapted, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flow_type", ["spline_coupling", "masked_autoregressive"])
+def test_lora_flow_keeps_exact_log_prob(flow_type):
+    from normflows.nets.made import MaskedLinear
+
+    from hf_transfer import MLPEmbedding
+    from hf_transfer.flows import ConditionalFlowGenerator, ConditionalFlowModel, FlowSpec
+
+    torch.manual_seed(0)
+    spec = FlowSpec(data_dim=2, context_dim=2, num_layers=2, hidden_units=8, flow_type=flow_type)
+    source = ConditionalFlowModel(MLPEmbedding(input_dim=3, embedding_dim=2, hidden_dims=(8,)), ConditionalFlowGenerator.from_spec(spec))
+    model = get_transfer_model(source, TransferConfig(strategy="lora", lora_rank=2, seed=0))
+    _perturb_adapters(model, scale=0.1)
+    wrapped_masked = [module for module in model.modules() if isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), MaskedLinear)]
+    condition = torch.randn(6, 3)
+    with torch.no_grad():
+        sample, log_prob = model.sample(6, condition, return_log_prob=True)
+        recomputed = model.log_prob(sample, condition)
+    # An adapter beside a MaskedLinear would ignore its autoregressive mask, so none may wrap one.
+    assert wrapped_masked == []
+    assert has_lora_adapters(model)
+    torch.testing.assert_close(recomputed, log_prob, rtol=1e-4, atol=1e-4)

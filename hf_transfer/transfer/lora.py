@@ -35,16 +35,22 @@ def find_lora_target_names(generator: nn.Module, target_modules: list[str] | Non
 
     Args:
         generator (`nn.Module`): the generator g.
-        target_modules (`list[str]`, *optional*): layer names; an entry selects every `nn.Linear` or
+        target_modules (`list[str]`, *optional*): layer names. An entry selects every `nn.Linear` or
             `nn.Conv2d` whose full name equals it or ends with `"." + entry`, as peft matches
-            `target_modules`. None selects every `nn.Linear` and `nn.Conv2d`.
+            `target_modules`. None selects every `nn.Linear` and `nn.Conv2d`. Subclasses of these
+            types are never selected.
 
     Returns:
         The selected full module names, in the generator's module order.
     """
-    layers = {name: module for name, module in generator.named_modules() if isinstance(module, LORA_LAYER_TYPES)}
+    # Exact types: a subclass may change `forward`, as normflows' MaskedLinear does with its autoregressive
+    # mask, and an adapter added beside it would ignore that change (breaking a flow's triangular Jacobian).
+    layers = {name: module for name, module in generator.named_modules() if type(module) in LORA_LAYER_TYPES}
     if not layers:
-        raise ValueError(f"{type(generator).__name__} has no nn.Linear or nn.Conv2d layer to put LoRA adapters on.")
+        raise ValueError(
+            f"{type(generator).__name__} has no plain nn.Linear or nn.Conv2d layer to put LoRA adapters on; "
+            "use another strategy, such as frozen_embedding."
+        )
     if target_modules is None:
         return list(layers)
 
@@ -54,7 +60,7 @@ def find_lora_target_names(generator: nn.Module, target_modules: list[str] | Non
         if not matches:
             examples = ", ".join(list(layers)[:5])
             raise ValueError(
-                f"`lora_target_modules` entry {entry!r} matches no nn.Linear or nn.Conv2d layer of "
+                f"`lora_target_modules` entry {entry!r} matches no plain nn.Linear or nn.Conv2d layer of "
                 f"{type(generator).__name__}; use full or trailing layer names such as {examples}."
             )
         selected += [name for name in matches if name not in selected]
