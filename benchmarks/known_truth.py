@@ -427,6 +427,11 @@ def format_summary(summary: list[dict]) -> str:
             cell += f", {entry['blow_ups']} blown up)" if entry["blow_ups"] else ")"
             cells.append(cell)
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if any("score_error_median" in entry for entry in summary):
+        lines += ["", "Median score error E||eps - eps*||^2:", "", lines[0], lines[1]]
+        for arm in arms:
+            cells = [f"{by_key[(arm, size)]['score_error_median']:.4f}" if (arm, size) in by_key else "" for size in sizes]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
