@@ -1,7 +1,7 @@
 """Parts shared by the training recipes: options from a config file plus command-line overrides, and saving.
 
 A recipe's options form a dataclass whose fields carry `help` metadata. `parse_recipe_config` turns the
-fields into command-line options; `--config FILE` (YAML or JSON) supplies values first, and options
+fields into command-line options. `--config FILE` (YAML or JSON) supplies values first, and options
 given on the command line override them, as in diffusers' training examples.
 """
 

@@ -83,21 +83,14 @@ class DiffusionRecipeConfig(RecipeConfig):
         super().__post_init__()
 
 
-def _digits_transform(batch: dict) -> dict:
-    return {
-        "pixel_values": torch.as_tensor(np.asarray(batch["pixel_values"], dtype=np.float32)),
-        "condition": torch.as_tensor(batch["condition"], dtype=torch.long),
-    }
-
-
 def load_training_data(config: DiffusionRecipeConfig):
     """Return the training data set with its transform set, and the `ConditionInfo` of its conditions."""
     if config.dataset_name == "digits":
         task = make_digits_task(shots_per_class=config.shots_per_class, seed=config.seed, target_domain=config.digits_target_domain)
-        dataset = getattr(task, config.digits_split).with_format(None).select_columns(["pixel_values", "condition"])
+        # The digits are already arrays in [-1, 1] in torch format, so they need no transform.
+        dataset = getattr(task, config.digits_split).select_columns(["pixel_values", "condition"])
         if config.max_train_samples is not None:
             dataset = dataset.select(range(min(config.max_train_samples, len(dataset))))
-        dataset.set_transform(_digits_transform)
         return dataset, ConditionInfo(kind="class_label", num_classes=10, class_names=[str(label) for label in range(10)])
 
     if config.train_data_dir is not None:
@@ -141,7 +134,7 @@ def build_model(config: DiffusionRecipeConfig, info: ConditionInfo):
     source = load_source(config)
     if not isinstance(source, ConditionalDiffusionModel):
         raise ValueError(
-            f"{config.source_model_name_or_path!r} holds a {type(source).__name__}, not a diffusion model; "
+            f"{config.source_model_name_or_path!r} contains a {type(source).__name__}, not a diffusion model; "
             "use recipes/train_flow.py for flows."
         )
     source.condition_dropout = config.condition_dropout
@@ -149,7 +142,7 @@ def build_model(config: DiffusionRecipeConfig, info: ConditionInfo):
 
 
 def validation_conditions(info: ConditionInfo, dataset) -> torch.Tensor:
-    """One condition per class (up to 10), or the conditions of the first 8 training examples for vectors."""
+    """Return one condition per class (up to 10), or the conditions of the first 8 training examples for vectors."""
     if info.kind == "class_label":
         return torch.arange(min(info.num_classes, 10))
     return dataset[: min(8, len(dataset))]["condition"]

@@ -117,7 +117,7 @@ def build_model(config: FlowRecipeConfig, data_dim: int, info: ConditionInfo):
         source = load_source(config)
         if not isinstance(source, ConditionalFlowModel):
             raise ValueError(
-                f"{config.source_model_name_or_path!r} holds a {type(source).__name__}, not a flow model; "
+                f"{config.source_model_name_or_path!r} contains a {type(source).__name__}, not a flow model; "
                 "use recipes/train_diffusion.py for diffusion models."
             )
         if source.data_dim != data_dim:

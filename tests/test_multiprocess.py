@@ -1,6 +1,6 @@
 """Data-parallel training on two CPU processes (gloo), launched with `accelerate launch` as a subprocess.
 
-Run as a script, this file is the worker that both processes execute; pytest runs the launch once
+Run as a script, this file is the worker that both processes execute. pytest runs the launch once
 per module and checks what the worker wrote.
 """
 
@@ -110,7 +110,7 @@ def _record_writes(output_root: str, events: list) -> None:
 
     NOTE: audit hooks see Python-level file operations only. `torch.save` (C++) and safetensors (Rust)
     write without an audit event, but every save in this library also creates a folder, writes a JSON
-    file or renames a folder from Python, which the hook sees.
+    file or renames a folder from Python, and the hook records those.
     """
 
     def under_root(path) -> bool:

@@ -1,8 +1,8 @@
 """User data through `datasets`: image folders, saved data sets, hub data sets and tables, preprocessed with `set_transform`.
 
-Every loader returns a `datasets.Dataset`; `set_image_transform` and `set_table_transform` then attach
-a transform that turns rows into the arguments of the models' `forward`: `pixel_values` and
-`condition` for diffusion, `x` and `condition` for flows. The transform runs when a batch is read, so
+Every loader returns a `datasets.Dataset`. `set_image_transform` and `set_table_transform` then attach
+a transform that turns rows into the arguments of the models' `forward`. Those are `pixel_values` and
+`condition` for diffusion, and `x` and `condition` for flows. The transform runs when a batch is read, so
 images are decoded lazily and a bad file shows up with its path.
 """
 
@@ -67,7 +67,7 @@ def _select_split(loaded, split: str, source: str) -> Dataset:
 def load_image_folder(data_dir: str | os.PathLike) -> Dataset:
     """Load an image folder with `datasets`' `imagefolder` builder: labels from sub-folder names, extra columns from metadata.
 
-    The layout is `data_dir/<class name>/<image file>`; the `label` column holds the class of each
+    The layout is `data_dir/<class name>/<image file>`; the `label` column is the class of each
     image's folder. A `metadata.csv` or `metadata.jsonl` file with a `file_name` column (paths relative
     to `data_dir`) adds its other columns, which can serve as vector conditions. `imagefolder` drops
     the folder labels when a metadata file exists (datasets 5.2), so they are added back here unless
@@ -78,7 +78,7 @@ def load_image_folder(data_dir: str | os.PathLike) -> Dataset:
     """
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"Image folder {data_dir!r} not found; pass the folder that holds one sub-folder per class.")
+        raise FileNotFoundError(f"Image folder {data_dir!r} not found; pass the folder that contains one sub-folder per class.")
     try:
         dataset = load_dataset("imagefolder", data_dir=data_dir, split="train", drop_labels=False)
     except FileNotFoundError as error:
@@ -140,7 +140,7 @@ def prepare_conditions(dataset: Dataset, condition_columns: list[str], source: s
         ValueError: a missing column, a mix of labels and numbers, or a column of another type.
     """
     if not condition_columns:
-        raise ValueError("`condition_columns` is empty; name at least one column that holds the condition.")
+        raise ValueError("`condition_columns` is empty; name at least one column that contains the condition.")
     require_columns(dataset, condition_columns, source, "--condition_columns")
     features = dataset.features
 
@@ -155,12 +155,12 @@ def prepare_conditions(dataset: Dataset, condition_columns: list[str], source: s
         if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
             labels = np.asarray(dataset[column])
             if labels.min() < 0:
-                raise ValueError(f"Column {column!r} of {source} holds the negative label {labels.min()}; class labels start at 0.")
+                raise ValueError(f"Column {column!r} of {source} contains the negative label {labels.min()}; class labels start at 0.")
             return dataset, ConditionInfo(kind="class_label", num_classes=int(labels.max()) + 1)
         if isinstance(feature, (Sequence, list)) or getattr(feature, "_type", "") in ("List", "LargeList"):
             lengths = {len(row) for row in dataset[column]}
             if len(lengths) != 1:
-                raise ValueError(f"Column {column!r} of {source} holds lists of lengths {sorted(lengths)}; a vector condition needs one length.")
+                raise ValueError(f"Column {column!r} of {source} contains lists of lengths {sorted(lengths)}; a vector condition needs one length.")
             return dataset, ConditionInfo(kind="vector", dim=lengths.pop())
 
     for column in condition_columns:
@@ -193,7 +193,7 @@ def _open_image(value, column: str) -> PILImage.Image:
     if isinstance(value, PILImage.Image):
         return value
     if not isinstance(value, dict):
-        raise TypeError(f"Column {column!r} holds {type(value).__name__} values; it must be an image column.")
+        raise TypeError(f"Column {column!r} contains {type(value).__name__} values; it must be an image column.")
     path = value.get("path")
     name = repr(path) if path else f"an image stored as bytes in column {column!r}"
     try:

@@ -1,7 +1,7 @@
 """Training checkpoints: accelerate's `save_state` written atomically, pruned to a limit, found again for resume.
 
 A checkpoint is a folder `checkpoint-<step>` in the output folder. Every process first writes into a
-hidden temporary folder `.tmp-checkpoint-<step>`; only when all of them are done does the main process
+hidden temporary folder `.tmp-checkpoint-<step>`. Only when all of them are done does the main process
 add `training_state.json` and rename the folder with `os.replace`. A crash during a save therefore
 leaves a temporary folder, which resume ignores, and never a `checkpoint-<step>` that looks complete.
 
@@ -96,7 +96,7 @@ def resolve_checkpoint(output_dir: str | os.PathLike | None, resume_from_checkpo
     """
     if resume_from_checkpoint == "latest":
         if output_dir is None:
-            raise ValueError("resume_from_checkpoint='latest' needs `output_dir`, the folder that holds the checkpoints.")
+            raise ValueError("resume_from_checkpoint='latest' needs `output_dir`, the folder that contains the checkpoints.")
         checkpoints = list_checkpoints(output_dir)
         return checkpoints[-1] if checkpoints else None
 
@@ -170,10 +170,10 @@ def save_checkpoint(
     final_path = os.path.join(output_dir, name)
     temporary_path = os.path.join(output_dir, TEMPORARY_PREFIX + name)
 
-    # 1. Start from an empty temporary folder; one may be left over from a crash at this step.
+    # 1. The main process makes an empty temporary folder, deleting one left over from a crash at this step.
     if accelerator.is_main_process:
-        os.makedirs(output_dir, exist_ok=True)
         shutil.rmtree(temporary_path, ignore_errors=True)
+        os.makedirs(temporary_path)
     accelerator.wait_for_everyone()
 
     # 2. Every process writes its part (the main process writes the models, each process its RNG file).
@@ -204,9 +204,9 @@ def load_checkpoint(accelerator: Accelerator, checkpoint_dir: str | os.PathLike)
     Call it on every process, after `accelerator.prepare` and after registering the same objects for
     checkpointing as the run that saved it.
 
-    NOTE: accelerate loads the optimizer, scheduler and RNG files with `torch.load(weights_only=True)`
-    but the registered objects (the EMA) with `weights_only=False`, which unpickles; resume only from
-    checkpoints that your own runs wrote.
+    NOTE: accelerate loads the optimizer, scheduler and RNG files with `torch.load(weights_only=True)`,
+    but it loads the registered objects (the EMA) with `weights_only=False`, which unpickles. Resume
+    only from checkpoints that your own runs wrote.
     """
     checkpoint_dir = os.fspath(checkpoint_dir)
     if not is_complete_checkpoint(checkpoint_dir):

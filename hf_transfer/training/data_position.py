@@ -1,4 +1,4 @@
-"""A data order that can be rebuilt at any batch, so that a resumed run sees the same batches as an uninterrupted one."""
+"""A data order that can be rebuilt at any batch, so that a resumed run gets the same batches as an uninterrupted one."""
 
 from collections.abc import Iterator
 

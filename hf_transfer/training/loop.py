@@ -229,6 +229,8 @@ def train(
         raise ValueError("The model has no trainable parameters; check the transfer strategy.")
     if len(dataset) == 0:
         raise ValueError("The training data set is empty.")
+    if validation_fn is not None and config.validation_steps is None:
+        raise ValueError("`validation_fn` is given but `config.validation_steps` is None; set how often it runs.")
     if config.early_stopping_patience is not None and eval_dataset is None:
         raise ValueError(
             "`early_stopping_patience` is set but no `eval_dataset` was given; pass held-out examples as "
