@@ -434,3 +434,42 @@ def test_saved_config_records_encoder(text_embedding, tmp_path):
     assert config["_class_name"] == "TextEncoderEmbedding"
     assert config["encoder_name_or_path"] == TEXT_REPO
     assert config["embedding_dim"] == 4
+
+
+# -- text demo -------------------------------------------------------------------------------------
+
+
+def test_demo_target_phrasings_unseen_in_source():
+    from hf_transfer.text_demo import SOURCE_TEMPLATES, TARGET_TEMPLATES, phrasings
+
+    source, target = phrasings(SOURCE_TEMPLATES), phrasings(TARGET_TEMPLATES)
+    assert len(set(source)) == 10 * len(SOURCE_TEMPLATES)
+    assert len(set(target)) == 10 * len(TARGET_TEMPLATES)
+    assert not set(source) & set(target)
+
+
+def test_demo_phrase_table_maps_unseen_text_to_unknown_row():
+    from hf_transfer.text_demo import PhraseTableEmbedding
+
+    embedding = PhraseTableEmbedding(["the digit one", "the digit two"], embedding_dim=3)
+    rows = embedding.validate_condition(["the digit two", "the numeral 2", "the digit one"])
+    assert rows.tolist() == [2, 0, 1]
+    assert embedding(["the numeral 2"]).shape == (1, 3)
+
+
+def test_demo_runs_end_to_end_on_tiny_encoder(hub_cache, tmp_path):
+    from hf_transfer.text_demo import ARMS, TextDemoSettings, run_text_demo
+
+    settings = TextDemoSettings.quick(
+        text_encoder=TEXT_REPO, block_out_channels=(8, 16), embedding_dim=4, source_steps=2, target_steps=2,
+        batch_size=8, num_inference_steps=2, samples_per_class=1, classifier_epochs=1,
+    )
+    metrics = run_text_demo(str(tmp_path), settings=settings)
+    assert set(metrics["arms"]) == set(ARMS)
+    for arm, result in metrics["arms"].items():
+        assert 0.0 <= result["class_consistency"] <= 1.0, arm
+        assert result["frechet_distance"] >= 0.0, arm
+        assert os.path.isfile(tmp_path / f"text_samples_{arm}.png"), arm
+    assert metrics["arms"]["text_encoder"]["trainable_parameters"] < metrics["arms"]["text_encoder_from_scratch"]["trainable_parameters"]
+    with open(tmp_path / "text_metrics.json", encoding="utf-8") as handle:
+        assert json.load(handle)["target_phrasings"] == metrics["target_phrasings"]

@@ -15,7 +15,7 @@ def _weights_version(module: nn.Module) -> int:
 
 
 def _weights_checksum(module: nn.Module) -> float:
-    """A float64 sum over every parameter, used to tell a real weight change from a no-op write."""
+    """Sum every parameter in float64, to tell a real weight change from a write of the same values."""
     with torch.no_grad():
         return float(sum(parameter.double().sum().item() for parameter in module.parameters()))
 
@@ -23,10 +23,10 @@ def _weights_checksum(module: nn.Module) -> float:
 class EncoderOutputCache:
     """Pooled encoder outputs of one frozen encoder, keyed by condition (a text, or a hash of an image).
 
-    The cache belongs to one encoder. It records a checksum of the encoder's weights when it is made
-    and checks it again whenever a weight has been written since (seen through PyTorch's per-tensor
-    version counters, which cost nothing to read), so outputs of an encoder whose weights changed
-    are never served: the cache then empties itself and logs that it did.
+    The cache belongs to one encoder and records a checksum of its weights when it is made. PyTorch's
+    per-tensor version counters, which cost nothing to read, show when a weight has been written
+    since; the checksum is then computed again. If the weights changed, the cache empties itself
+    and logs it, so it never serves outputs of other weights.
 
     Features are stored on the CPU in the dtype the encoder produced them, and are the exact tensors
     a live pass produced in its batch. A live pass over a different batch pads the texts to another

@@ -118,9 +118,9 @@ class PretrainedEncoderEmbedding(SharedEmbedding):
 
     Which parts train:
         - `train_encoder=False` (default): the encoder is frozen under every strategy and runs in eval
-          mode, so only the projection is learned. Source learning fits the projection;
-          `frozen_embedding` and `lora` then freeze it too; `full_finetune` trains it further;
-          `from_scratch` rebuilds the module with `from_config`, which reloads the *pretrained* encoder
+          mode, so only the projection is learned. Source learning fits the projection.
+          `frozen_embedding` and `lora` then freeze it too, and `full_finetune` trains it further.
+          `from_scratch` rebuilds the module with `from_config`: it reloads the *pretrained* encoder
           from `encoder_name_or_path` and draws a new projection.
         - `train_encoder=True`: the encoder is trained wherever the strategy trains h.
 
@@ -242,6 +242,12 @@ class PretrainedEncoderEmbedding(SharedEmbedding):
             `torch.Tensor` of shape `(batch_size, hidden_size)`.
         """
         if hidden_states.ndim == 4:
+            if self.config.pooling == "cls":
+                raise ValueError(
+                    "CLS pooling needs a token sequence, but this encoder returns a feature map of shape "
+                    f"{tuple(hidden_states.shape)}; build the embedding with pooling='mean'."
+                )
+            # NOTE: convolutional encoders are not covered by the tests; only ViT-style ones are.
             hidden_states = hidden_states.flatten(2).transpose(1, 2)
         if self.config.pooling == "cls":
             return hidden_states[:, 0]
@@ -516,7 +522,7 @@ class TextEncoderEmbedding(PretrainedEncoderEmbedding):
 
 
 def _token_limit(tokenizer, encoder_config: PretrainedConfig) -> int:
-    """The most tokens the encoder takes: the tokenizer's and the position table's limits, whichever is smaller."""
+    """Return the maximum number of tokens the encoder takes: the smaller of the tokenizer's and the position table's limits."""
     limits = []
     # Tokenizers without a recorded limit report a huge placeholder (transformers' VERY_LARGE_INTEGER).
     if 0 < tokenizer.model_max_length < 1_000_000:
@@ -534,7 +540,7 @@ class ImageEncoderEmbedding(PretrainedEncoderEmbedding):
 
     Args:
         encoder_name_or_path (`str`): hub id or local folder of a transformers vision encoder (ViT,
-            DINOv2, ConvNeXt, ...) with a `preprocessor_config.json`.
+            DINOv2, ...) with a `preprocessor_config.json`.
         embedding_dim (`int`, *optional*): width of h(z) through a trainable linear projection; None
             uses the pooled features (width `hidden_size`).
         pooling (`str`, defaults to `"cls"`): `"cls"` takes the first token; `"mean"` averages all
@@ -543,9 +549,9 @@ class ImageEncoderEmbedding(PretrainedEncoderEmbedding):
         train_encoder (`bool`, defaults to `False`): whether the strategy may train the encoder.
         encoder_revision (`str`, *optional*): hub revision of the encoder checkpoint.
 
-    Conditions are a list of PIL images, of `numpy` arrays or of tensors (one image each, in the
-    layout and value range the image processor expects: 0-255 unless its `do_rescale` is off), or
-    one batched array or tensor of shape `(batch_size, channels, height, width)`.
+    Conditions are a list of PIL images, `numpy` arrays or tensors, one image each, or one batched
+    array or tensor of shape `(batch_size, channels, height, width)`. Arrays and tensors must be in
+    the layout and value range the image processor expects, which is 0-255 unless its `do_rescale` is off.
     """
 
     processor_attribute = "image_processor"
