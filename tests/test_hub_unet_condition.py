@@ -83,3 +83,17 @@ def test_pipeline_samples_saves_and_reloads(tmp_path):
     assert reloaded.unet.config.num_tokens == 2
     assert images.shape == (3, 1, 8, 8)
     assert torch.equal(images, again)
+
+
+def test_conditional_model_trains_and_transfers(tiny_data):
+    from hf_transfer import ConditionalDiffusionModel, TransferConfig, get_transfer_model
+    from hf_transfer.training import TrainingConfig, train
+
+    unet = SharedEmbeddingUNet2DConditionModel.from_unet(make_condition_unet(), embedding_dim=4)
+    source = ConditionalDiffusionModel(ClassLabelEmbedding(num_classes=3, embedding_dim=4), unet, DDPMScheduler(num_train_timesteps=50))
+    target = get_transfer_model(source, TransferConfig(strategy="lora", lora_rank=2, seed=0))
+    projection_before = target.generator.token_projection.linear.base_layer.weight.clone()
+    result = train(target, tiny_data, TrainingConfig(max_steps=3, batch_size=8, ema_decay=None, progress_bar=False))
+    assert result.global_step == 3
+    assert torch.equal(target.generator.token_projection.linear.base_layer.weight, projection_before)
+    assert target.generator.token_projection.linear.lora_B["default"].weight.abs().sum() > 0

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..embeddings import SharedEmbedding
 from .unet import SharedEmbeddingUNet2DModel
+from .unet_condition import SharedEmbeddingUNet2DConditionModel
 
 
 class ConditionalDiffusionModel(nn.Module):
@@ -18,7 +19,7 @@ class ConditionalDiffusionModel(nn.Module):
 
     Args:
         shared_embedding (`SharedEmbedding`): h, mapping conditions to vectors of width `embedding_dim`.
-        generator (`SharedEmbeddingUNet2DModel`): g, the UNet that takes h(z).
+        generator (`SharedEmbeddingUNet2DModel` or `SharedEmbeddingUNet2DConditionModel`): g, the UNet that takes h(z).
         noise_scheduler (`SchedulerMixin`, *optional*): the training noise scheduler; a 1000-step
             `DDPMScheduler` by default.
         condition_dropout (`float`, defaults to 0.1): probability of replacing h(z) by zeros during
@@ -36,10 +37,11 @@ class ConditionalDiffusionModel(nn.Module):
         super().__init__()
         if not isinstance(shared_embedding, SharedEmbedding):
             raise TypeError(f"`shared_embedding` must be a SharedEmbedding, got {type(shared_embedding).__name__}.")
-        if not isinstance(generator, SharedEmbeddingUNet2DModel):
+        if not isinstance(generator, (SharedEmbeddingUNet2DModel, SharedEmbeddingUNet2DConditionModel)):
             raise TypeError(
-                f"`generator` must be a SharedEmbeddingUNet2DModel, got {type(generator).__name__}; "
-                "wrap a UNet2DModel with SharedEmbeddingUNet2DModel.from_unet(unet, embedding_dim)."
+                f"`generator` must be a SharedEmbeddingUNet2DModel or SharedEmbeddingUNet2DConditionModel, got "
+                f"{type(generator).__name__}; wrap a UNet2DModel with SharedEmbeddingUNet2DModel.from_unet(unet, "
+                "embedding_dim)."
             )
         if shared_embedding.embedding_dim != generator.config.embedding_dim:
             raise ValueError(
