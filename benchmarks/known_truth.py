@@ -261,11 +261,13 @@ def _train_source(settings: BenchmarkSettings, seed: int, unrelated: bool) -> di
     x, condition = source_task.sample_pairs(settings.source_size, torch.Generator().manual_seed(seed))
     model = _make_source_model(settings, seed)
     start = time.perf_counter()
+    cpu_start = time.process_time()
     _fit(model, x, condition, settings, seed, settings.source_steps, settings.source_batch_size, f"source seed {seed}")
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     name = "unrelated source" if unrelated else "source"
     logger.info("Seed %d: %s learning took %.1f s.", seed, name, seconds)
-    return {"seed": seed, "unrelated": unrelated, "state_dict": model.state_dict(), "seconds": seconds}
+    return {"seed": seed, "unrelated": unrelated, "state_dict": model.state_dict(), "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def _target_model(arm: str, settings: BenchmarkSettings, task, seed: int, sources: dict):
@@ -288,6 +290,7 @@ def _run_size(settings: BenchmarkSettings, seed: int, size: int, sources: dict) 
     for arm in settings.arms:
         model = _target_model(arm, settings, task, seed, sources)
         start = time.perf_counter()
+        cpu_start = time.process_time()
         row = {"model": settings.model, "seed": seed, "target_size": size, "arm": arm}
         try:
             result = _fit(model, x, condition, settings, seed, settings.target_steps, settings.target_batch_size, f"{arm} n={size}")
@@ -299,6 +302,8 @@ def _run_size(settings: BenchmarkSettings, seed: int, size: int, sources: dict) 
             row.update(_evaluate(model, task.target, settings, seed))
             row.update(steps=result.global_step, best_step=result.best_step)
         row["seconds"] = round(time.perf_counter() - start, 2)
+        # CPU time of this process: unlike wall time, it does not grow when other programs share the cores.
+        row["cpu_seconds"] = round(time.process_time() - cpu_start, 2)
         rows.append(row)
     return rows
 
@@ -481,7 +486,8 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
 
     Returns:
         dict with `rows` (one per run), `summary` (per arm and size), `checks` (target ratios),
-        `negative_control_gains` (messages, empty when the control gains nothing), `seconds` and `paths`.
+        `negative_control_gains` (messages, empty when the control gains nothing), `seconds` (wall time),
+        `cpu_seconds` (training and evaluation CPU time over all jobs) and `paths`.
     """
     if not isinstance(settings, BenchmarkSettings):
         raise TypeError(f"`settings` must be a BenchmarkSettings, got {type(settings).__name__}.")
@@ -493,8 +499,10 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
     kinds = [False] + ([True] if "negative_control" in settings.arms else [])
     source_jobs = [(_train_source, (settings, seed, unrelated)) for seed in settings.seeds for unrelated in kinds]
     sources: dict[int, dict] = {seed: {} for seed in settings.seeds}
+    source_cpu_seconds = 0.0
     for result in _map(source_jobs, workers, f"{settings.model} sources"):
         sources[result["seed"]]["unrelated" if result["unrelated"] else "shared"] = result["state_dict"]
+        source_cpu_seconds += result["cpu_seconds"]
 
     # 2. Target learning: every arm at every size.
     target_jobs = [(_run_size, (settings, seed, size, sources[seed])) for seed in settings.seeds for size in settings.target_sizes]
@@ -522,6 +530,9 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
     record = {
         "settings": dataclasses.asdict(settings),
         "seconds": round(seconds, 1),
+        # Training and evaluation CPU time summed over all jobs (one torch thread each); divided by the
+        # number of workers it estimates the wall time on as many otherwise idle cores.
+        "cpu_seconds": round(source_cpu_seconds + sum(row["cpu_seconds"] for row in rows), 1),
         "torch_threads_per_worker": 1,
         "cpu_count": os.cpu_count(),
         "checks": checks,
@@ -533,4 +544,12 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
     os.replace(paths["settings"] + ".tmp", paths["settings"])
     for name, path in paths.items():
         logger.info("Wrote the %s to %s.", name, path)
-    return {"rows": rows, "summary": summary, "checks": checks, "negative_control_gains": gains, "seconds": seconds, "paths": paths}
+    return {
+        "rows": rows,
+        "summary": summary,
+        "checks": checks,
+        "negative_control_gains": gains,
+        "seconds": seconds,
+        "cpu_seconds": record["cpu_seconds"],
+        "paths": paths,
+    }

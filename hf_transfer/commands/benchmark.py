@@ -112,5 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     for message in result["negative_control_gains"]:
         print(f"WARNING: negative control gains: {message}")
-    print(f"Finished in {result['seconds']:.0f} s; files in {args.output_dir}")
+    print(
+        f"Finished in {result['seconds']:.0f} s wall time, {result['cpu_seconds']:.0f} s CPU time over "
+        f"{settings.workers} worker(s); files in {args.output_dir}"
+    )
     return 0
