@@ -507,8 +507,11 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
     # 2. Target learning: every arm at every size.
     target_jobs = [(_run_size, (settings, seed, size, sources[seed])) for seed in settings.seeds for size in settings.target_sizes]
     rows = []
+    partial_path = os.path.join(output_dir, f"{settings.model}_{RESULTS_NAME}").replace(".csv", ".partial.csv")
     for result in _map(target_jobs, workers, f"{settings.model} targets"):
         rows += result
+        # The runs so far, under a name that says they are incomplete, for a grid stopped before the end.
+        _write_csv(partial_path, rows)
     rows.sort(key=lambda row: (settings.arms.index(row["arm"]), row["target_size"], row["seed"]))
     seconds = time.perf_counter() - start
 
@@ -525,6 +528,7 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
         "settings": os.path.join(output_dir, f"{settings.model}_{SETTINGS_NAME}"),
     }
     _write_csv(paths["runs"], rows)
+    os.remove(partial_path)
     _write_csv(paths["summary"], summary)
     plot_kl(summary, rows, paths["plot"], f"Known-truth transfer benchmark ({settings.model})")
     record = {
