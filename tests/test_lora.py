@@ -85,7 +85,7 @@ def test_lora_target_modules_select_layers():
 
 def test_lora_unknown_target_module_raises():
     source = make_tiny_diffusion_model()
-    with pytest.raises(ValueError, match="'proj_nothing' matches no nn.Linear or nn.Conv2d layer"):
+    with pytest.raises(ValueError, match="'proj_nothing' matches no plain nn.Linear or nn.Conv2d layer"):
         get_transfer_model(source, TransferConfig(strategy="lora", lora_target_modules=["proj_nothing"]))
 
 
