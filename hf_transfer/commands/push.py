@@ -12,8 +12,9 @@ def register(subparsers) -> None:
         help="Upload a saved model folder to a Hub model repo.",
         description=(
             "Uploads a folder written by save_pretrained or save_target_weights to a Hub model repo: validates "
-            "the repo id, leaves out training checkpoints and caches, adds a model card if the folder has none, "
-            "creates the repo if needed and uploads with HfApi.upload_folder."
+            "the repo id, leaves out training checkpoints and caches, and adds a model card. The folder's own "
+            "README.md is kept unless --source-data or --target-data is given. Then it creates the repo if "
+            "needed and uploads with HfApi.upload_folder."
         ),
     )
     parser.add_argument("folder", help="Folder of the saved model (full pipeline, flow model or target-only save).")
