@@ -16,6 +16,8 @@ from .transfer import TRANSFER_CONFIG_NAME, TransferConfig
 
 logger = logging.getLogger(__name__)
 
+# NOTE: the templates sit in the source checkout, outside the package, so a wheel install lacks them
+# and `make_model_card` then needs `ModelCardInfo(template_path=...)`.
 TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent / "model_cards"
 DEFAULT_TEMPLATE = "transfer_model.md"
 SAMPLE_GRID_NAME = "samples.png"
