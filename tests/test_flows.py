@@ -394,3 +394,11 @@ def test_target_generator_of_other_width_rejected():
     other = ConditionalFlowGenerator.from_spec(FlowSpec(data_dim=DATA_DIM, context_dim=CONTEXT_DIM + 1, num_layers=1))
     with pytest.raises(ValueError, match="embedding width 3"):
         get_transfer_model(make_model(), TransferConfig(), generator=other)
+
+
+def test_load_pickle_only_generator_raises(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    weights = tmp_path / "generator" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".bin"))
+    with pytest.raises(ValueError, match="pickle weights"):
+        ConditionalFlowModel.from_pretrained(tmp_path)

@@ -19,13 +19,13 @@ Public API (stable):
   `log_prob(x, context) -> (batch,)`, `sample(num_samples, context, return_log_prob=False)`. The context
   has one row per sample or one row for all. `save_pretrained` / `from_pretrained` as in diffusers.
 - `ConditionalFlowModel(shared_embedding, generator)` (`nn.Module`): attributes `shared_embedding`
-  and `generator`; `forward(x, condition) -> mean NLL in nats` (so `hf_transfer.training.train` and
-  `get_transfer_model` work unchanged; dataset items are dicts `{"x": ..., "condition": ...}`);
-  `log_prob(x, condition) -> (batch,)` in nats; `sample(num_samples, condition, return_log_prob=False)`
-  with one condition broadcast or one per sample; `save_pretrained(dir)` and
-  `from_pretrained(dir_or_hub_id, revision=None, subfolder=None)` (writes `flow_model.json`,
-  `shared_embedding/` and `generator/`, each config + safetensors, plus `transfer_config.json` when the
-  model carries a `transfer_config`).
+  and `generator`. `forward(x, condition)` returns the mean NLL in nats, so `hf_transfer.training.train`
+  and `get_transfer_model` work unchanged; dataset items are dicts `{"x": ..., "condition": ...}`.
+  `log_prob(x, condition) -> (batch,)` in nats. `sample(num_samples, condition, return_log_prob=False)`
+  takes one condition (broadcast) or one per sample. `save_pretrained(dir)` writes `flow_model.json`,
+  `shared_embedding/` and `generator/` (each config + safetensors), plus `transfer_config.json` when the
+  model carries a `transfer_config`; `from_pretrained(dir_or_hub_id, revision=None, subfolder=None)`
+  reads them back.
 - `check_context_layers(flows, context_dim)`: raises `ValueError` for a normflows layer that ignores its
   context. `InverseFlow(layer)`: swaps a normflows layer's directions and keeps the context.
 - `hf_transfer.flows.demo.run_flow_demo(output_dir, shots_per_class=10, seed=0, quick=False,

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from ..embeddings import SharedEmbedding
-from ..transfer.config import TRANSFER_CONFIG_NAME, TransferConfig
+from ..hub import check_safetensors_weights, read_json, resolve_checkpoint
+from ..transfer.config import TransferConfig
 from .generator import ConditionalFlowGenerator
 
 FLOW_MODEL_CONFIG_NAME = "flow_model.json"
@@ -24,10 +25,6 @@ def _shared_embedding_classes() -> dict[str, type]:
             found[subclass.__name__] = subclass
             pending.append(subclass)
     return found
-
-
-def _join(subfolder: str | None, name: str) -> str:
-    return f"{subfolder.rstrip('/')}/{name}" if subfolder else name
 
 
 class ConditionalFlowModel(nn.Module):
@@ -154,50 +151,36 @@ class ConditionalFlowModel(nn.Module):
 
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): a folder, or a hub id such as `"user/digits-flow"`.
-            revision (`str`, *optional*): the hub commit, branch or tag.
+            revision (`str`, *optional*): the hub commit, branch or tag (hub ids only).
             subfolder (`str`, *optional*): the folder inside the repository or directory that holds the model.
         """
-        root = os.fspath(pretrained_model_name_or_path)
-        index = cls._read_json(root, FLOW_MODEL_CONFIG_NAME, revision, subfolder)
+        folder = resolve_checkpoint(pretrained_model_name_or_path, revision=revision, subfolder=subfolder).folder
+        index = read_json(folder, FLOW_MODEL_CONFIG_NAME)
         version = index.get("format_version", FLOW_MODEL_FORMAT_VERSION)
         if version > FLOW_MODEL_FORMAT_VERSION:
             raise ValueError(
-                f"{FLOW_MODEL_CONFIG_NAME} in {root!r} has format version {version}, but this library reads up to "
-                f"{FLOW_MODEL_FORMAT_VERSION}; upgrade hf_transfer."
+                f"{FLOW_MODEL_CONFIG_NAME} in {os.fspath(folder)!r} has format version {version}, but this library "
+                f"reads up to {FLOW_MODEL_FORMAT_VERSION}; upgrade hf_transfer."
             )
         embedding_name = index.get("shared_embedding_class")
         embedding_class = _shared_embedding_classes().get(embedding_name)
         if embedding_class is None:
             raise ValueError(
-                f"Unknown shared embedding class {embedding_name!r} in {root!r}; import the module that defines it "
-                "before loading."
+                f"Unknown shared embedding class {embedding_name!r} in {os.fspath(folder)!r}; import the module that "
+                "defines it before loading."
             )
         generator_name = index.get("generator_class")
         if generator_name != ConditionalFlowGenerator.__name__:
-            raise ValueError(f"Unknown generator class {generator_name!r} in {root!r}; expected ConditionalFlowGenerator.")
+            raise ValueError(
+                f"Unknown generator class {generator_name!r} in {os.fspath(folder)!r}; expected ConditionalFlowGenerator."
+            )
 
-        shared_embedding = embedding_class.from_pretrained(
-            root, subfolder=_join(subfolder, SHARED_EMBEDDING_FOLDER), revision=revision
-        )
-        generator = ConditionalFlowGenerator.from_pretrained(root, subfolder=_join(subfolder, GENERATOR_FOLDER), revision=revision)
+        for part in (SHARED_EMBEDDING_FOLDER, GENERATOR_FOLDER):
+            check_safetensors_weights(folder / part)
+        shared_embedding = embedding_class.from_pretrained(folder / SHARED_EMBEDDING_FOLDER)
+        generator = ConditionalFlowGenerator.from_pretrained(folder / GENERATOR_FOLDER)
         model = cls(shared_embedding, generator)
         if index.get("has_transfer_config"):
-            model.transfer_config = TransferConfig.from_dict(cls._read_json(root, TRANSFER_CONFIG_NAME, revision, subfolder))
+            model.transfer_config = TransferConfig.from_pretrained(folder)
         model.eval()
         return model
-
-    @staticmethod
-    def _read_json(root: str, name: str, revision: str | None, subfolder: str | None) -> dict:
-        """Read a JSON file of a saved model from a local folder or, if `root` is no folder, from the hub."""
-        if os.path.isdir(root):
-            path = os.path.join(root, subfolder or "", name)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(
-                    f"No {name} in {os.path.dirname(path)!r}; save the model with ConditionalFlowModel.save_pretrained."
-                )
-        else:
-            from huggingface_hub import hf_hub_download
-
-            path = hf_hub_download(root, name, subfolder=subfolder, revision=revision)
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
