@@ -112,7 +112,7 @@ class ContinuousSchedule:
         return _interpolate(t, self.beta_times, self.beta_values)
 
     def timestep(self, t: float) -> float:
-        """The fractional network timestep of time t."""
+        """Return the fractional network timestep of time t."""
         return t * self.num_train_timesteps - 1
 
 

@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 class EarlyStopping:
     """Track the validation loss during training and keep a copy of the trainable weights where it was lowest.
 
-    Every evaluation runs over the whole validation set in eval mode, with the torch random state forked
-    and seeded the same way each time, so that a stochastic loss (the denoising loss draws noise and
+    Every evaluation runs over the whole validation set in eval mode. The torch random state is forked
+    and seeded the same way each time, so a stochastic loss (the denoising loss draws noise and
     timesteps) is compared on the same draws at every evaluation. Averaging over the whole set and fixing
     those draws is what makes the comparison usable with a handful of validation points. When the
     training keeps an EMA of the weights, the EMA weights are evaluated and kept, because they are the
