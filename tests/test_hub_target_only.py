@@ -53,10 +53,12 @@ def _folder_size(folder):
     return sum(path.stat().st_size for path in folder.rglob("*.safetensors"))
 
 
-@pytest.mark.parametrize("strategy", ["lora", "frozen_embedding"])
-def test_target_only_reload_is_bit_identical(tmp_path, source_on_hub, strategy):
+@pytest.mark.parametrize(
+    "strategy, head_init", [("lora", "warm"), ("frozen_embedding", "warm"), ("frozen_embedding", "fresh"), ("from_scratch", "warm")]
+)
+def test_target_only_reload_is_bit_identical(tmp_path, source_on_hub, strategy, head_init):
     source, commit = source_on_hub
-    target = get_transfer_model(source, TransferConfig(strategy=strategy, lora_rank=1, seed=0))
+    target = get_transfer_model(source, TransferConfig(strategy=strategy, head_init=head_init, lora_rank=1, seed=0))
     _perturb_trainable(target)
     target.eval()
     save_target_weights(target, tmp_path / "target")
