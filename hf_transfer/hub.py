@@ -479,7 +479,10 @@ def save_for_upload(model: nn.Module, folder: Path, target_only: bool = False) -
         save_target_weights(model, folder)
         return
     if isinstance(model, TransferDiffusionPipeline):
-        model.save_pretrained(folder)
+        unet = model.unet
+        if has_lora_adapters(unet):
+            unet = merge_lora_adapters(copy.deepcopy(unet))
+        TransferDiffusionPipeline(unet, model.scheduler, model.shared_embedding).save_pretrained(folder)
         return
     if has_lora_adapters(model):
         # A full save holds plain diffusers weights, so the adapters go into the base layers of a copy.

@@ -186,3 +186,12 @@ def test_pushed_source_loads_as_base(fake_hub, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     model = load_source_model("org/source")
     assert model.source_checkpoint.revision == commit
+
+
+def test_push_lora_pipeline_merges_adapters(fake_hub, trained_target):
+    pipeline = trained_target.to_pipeline()
+    push_to_hub(pipeline, "org/pipeline")
+    staged = fake_hub.root / "2"
+    reloaded = TransferDiffusionPipeline.from_pretrained(staged, use_safetensors=True)
+    assert not any("lora" in name for name in reloaded.unet.state_dict())
+    torch.testing.assert_close(_sample(reloaded), _sample(pipeline), rtol=1e-4, atol=1e-4)
