@@ -121,10 +121,11 @@ class TextDemoSettings:
     @classmethod
     def quick(cls, **overrides) -> "TextDemoSettings":
         values = dict(
-            source_steps=150,
-            target_steps=60,
+            source_steps=100,
+            target_steps=50,
             num_inference_steps=10,
             samples_per_class=6,
+            classifier_epochs=10,
         )
         values.update(overrides)
         return cls(**values)
