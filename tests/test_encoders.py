@@ -10,7 +10,12 @@ import pytest
 import torch
 from datasets import Dataset
 from diffusers import DDPMScheduler, UNet2DModel
-from transformers import BartConfig, BertConfig, BertModel, BertTokenizer, GPT2Config, ViTConfig, ViTImageProcessorPil, ViTModel
+from transformers import BartConfig, BertConfig, BertModel, BertTokenizer, GPT2Config, ViTConfig, ViTModel
+
+try:  # transformers 5 names the image processor that needs no torchvision this way
+    from transformers import ViTImageProcessorPil as ViTImageProcessor
+except ImportError:
+    from transformers import ViTImageProcessor
 
 from hf_transfer import (
     ConditionalDiffusionModel,
@@ -50,10 +55,10 @@ def hub_cache(tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("hub"))
 
     text_folder = _snapshot(cache, TEXT_REPO)
-    vocab_path = os.path.join(str(tmp_path_factory.mktemp("vocab")), "vocab.txt")
-    with open(vocab_path, "w", encoding="utf-8") as handle:
+    vocab_folder = str(tmp_path_factory.mktemp("vocab"))
+    with open(os.path.join(vocab_folder, "vocab.txt"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizer(vocab=vocab_path, model_max_length=MAX_TOKENS).save_pretrained(text_folder)
+    BertTokenizer.from_pretrained(vocab_folder, model_max_length=MAX_TOKENS).save_pretrained(text_folder)
     torch.manual_seed(0)
     bert_config = BertConfig(
         vocab_size=5 + len(WORDS),
@@ -70,7 +75,7 @@ def hub_cache(tmp_path_factory):
         image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
     )
     ViTModel(vit_config, add_pooling_layer=False).save_pretrained(image_folder, safe_serialization=True)
-    ViTImageProcessorPil(size={"height": 8, "width": 8}).save_pretrained(image_folder)
+    ViTImageProcessor(size={"height": 8, "width": 8}).save_pretrained(image_folder)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_CACHE", cache)
