@@ -478,3 +478,15 @@ def test_demo_runs_end_to_end_on_tiny_encoder(hub_cache, tmp_path):
     assert metrics["arms"]["text_encoder"]["trainable_parameters"] < metrics["arms"]["text_encoder_from_scratch"]["trainable_parameters"]
     with open(tmp_path / "text_metrics.json", encoding="utf-8") as handle:
         assert json.load(handle)["target_phrasings"] == metrics["target_phrasings"]
+
+
+def test_positional_arguments_survive_from_config(tmp_path):
+    from hf_transfer import ClassLabelEmbedding
+
+    embedding = ClassLabelEmbedding(10, 16)
+    rebuilt = ClassLabelEmbedding.from_config(embedding.config)
+    assert rebuilt.config.num_classes == 10
+    assert rebuilt.embedding_dim == 16
+    embedding.save_pretrained(tmp_path / "labels")
+    loaded = ClassLabelEmbedding.from_pretrained(tmp_path / "labels")
+    assert torch.equal(loaded.table.weight, embedding.table.weight)

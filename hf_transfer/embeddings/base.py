@@ -1,5 +1,7 @@
 """The base class of every shared embedding h(z)."""
 
+import inspect
+
 import torch
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
@@ -16,6 +18,19 @@ class SharedEmbedding(ModelMixin, ConfigMixin):
     """
 
     config_name = "config.json"
+
+    def register_to_config(self, **kwargs):
+        # diffusers 0.42's `@register_to_config` lists arguments passed by position under
+        # `_use_default_values`, and `from_config` and `from_pretrained` then drop them, so
+        # `ClassLabelEmbedding(10)` could not be rebuilt from its config. Keep only the arguments
+        # that really equal their default.
+        used_defaults = kwargs.get("_use_default_values")
+        if used_defaults:
+            parameters = inspect.signature(type(self).__init__).parameters
+            kwargs["_use_default_values"] = [
+                key for key in used_defaults if key in parameters and kwargs.get(key) == parameters[key].default
+            ]
+        super().register_to_config(**kwargs)
 
     @property
     def embedding_dim(self) -> int:

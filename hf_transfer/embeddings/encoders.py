@@ -3,7 +3,6 @@
 import contextlib
 import contextvars
 import hashlib
-import inspect
 import logging
 import os
 import warnings
@@ -134,18 +133,6 @@ class PretrainedEncoderEmbedding(SharedEmbedding):
     """
 
     processor_attribute: str = ""
-
-    def register_to_config(self, **kwargs):
-        # diffusers 0.42's `@register_to_config` lists arguments passed by position under
-        # `_use_default_values`, and `from_config` then drops them, so `Cls("id").from_config(...)`
-        # would lose `encoder_name_or_path`. Keep only the arguments that really equal their default.
-        used_defaults = kwargs.get("_use_default_values")
-        if used_defaults:
-            parameters = inspect.signature(type(self).__init__).parameters
-            kwargs["_use_default_values"] = [
-                key for key in used_defaults if key in parameters and kwargs.get(key) == parameters[key].default
-            ]
-        super().register_to_config(**kwargs)
 
     def _build(
         self,
