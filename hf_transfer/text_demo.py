@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 from datasets import Dataset
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 # diffusers' pipeline loader finds a custom component's load method by looking up `ModelMixin`
 # in the module that defines the component's class (diffusers 0.42, `get_class_obj_and_candidates`).
@@ -175,8 +175,12 @@ def build_source_model(arm: str, settings: TextDemoSettings, encoder: str) -> Co
 
 
 def sample_images(model: ConditionalDiffusionModel, conditions, settings: TextDemoSettings, seed: int) -> torch.Tensor:
-    """Sample one image per condition with DDIM and classifier-free guidance; images in [-1, 1]."""
-    pipeline = model.to_pipeline(DDIMScheduler.from_config(model.noise_scheduler.config))
+    """Sample one image per condition with DDPM and classifier-free guidance; images in [-1, 1].
+
+    DDPM, not DDIM: `hf_transfer.demo.sample_images` records how DDIM with `clip_sample=True`
+    lost most class consistency under guidance on the digits.
+    """
+    pipeline = model.to_pipeline(DDPMScheduler.from_config(model.noise_scheduler.config))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline(
         conditions,

@@ -44,6 +44,13 @@ def register(subparsers) -> None:
         help="Data of the flow demo (--model flow only): dequantised digits, or sklearn's diabetes table.",
     )
     parser.add_argument(
+        "--condition",
+        default="label",
+        choices=["label", "text"],
+        help="Condition of the diffusion demo: the class id, or short descriptions encoded by MiniLM "
+        "(needs the `text` extra), with target phrasings never seen in source training.",
+    )
+    parser.add_argument(
         "--cache-dir",
         default=None,
         help="Folder of cached source models (default: ~/.cache/hf_transfer).",
@@ -88,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seeds or [args.seed]
     if args.model == "flow":
         return run_flow(args, seeds)
+    if args.condition == "text":
+        return run_text(args, seeds)
     runs = []
     for seed in seeds:
         factory = DemoSettings.quick if args.quick else DemoSettings
@@ -127,4 +136,17 @@ def run_flow(args: argparse.Namespace, seeds: list[int]) -> int:
     if len(runs) > 1:
         print(f"\nMean ± standard deviation over seeds {seeds}:")
         print(format_flow_table(runs))
+    return 0
+
+
+def run_text(args: argparse.Namespace, seeds: list[int]) -> int:
+    """Run the text-conditioned demo for each seed and print its table."""
+    from ..text_demo import run_text_demo
+
+    for seed in seeds:
+        output_dir = args.output_dir if len(seeds) == 1 else os.path.join(args.output_dir, f"seed{seed}")
+        metrics = run_text_demo(output_dir, quick=args.quick, seed=seed, shots_per_class=args.shots_per_class)
+        print(f"\nText conditions, seed {seed}, k={args.shots_per_class} ({metrics['seconds']:.0f} s):")
+        print(format_table(metrics["arms"]))
+        print(f"Outputs in {output_dir}: text_metrics.json, text_samples_*.png")
     return 0
