@@ -106,7 +106,7 @@ def resolve_checkpoint(
         pretrained_model_name_or_path (`str` or `os.PathLike`): a local folder or a hub id such as
             `"google/ddpm-cifar10-32"`.
         revision (`str`, *optional*): branch, tag or commit of a hub checkpoint; `main` by default.
-        subfolder (`str`, *optional*): the folder inside the repo or local folder that holds the model.
+        subfolder (`str`, *optional*): the folder inside the repo or local folder that contains the model.
         cache_dir (`str`, *optional*): the hub cache; `HF_HUB_CACHE` by default.
         local_files_only (`bool`, defaults to `False`): use the cache only.
         token (`str` or `bool`, *optional*): hub token for private or gated repos.
@@ -232,7 +232,7 @@ def detect_checkpoint_kind(folder: Path) -> str:
 
     Raises:
         ValueError: the folder contains a checkpoint of another architecture.
-        FileNotFoundError: the folder holds no known config file.
+        FileNotFoundError: the folder contains no known config file.
     """
     from .transfer import TRANSFER_CONFIG_NAME
     from .transfer.saving import TARGET_WEIGHTS_NAME
@@ -443,10 +443,10 @@ def copy_for_upload(source: Path, destination: Path) -> list[str]:
 
 
 def check_upload_folder(folder: Path) -> str:
-    """Check that `folder` holds a loadable model in safetensors and return its kind.
+    """Check that `folder` contains a loadable model in safetensors and return its kind.
 
     Raises:
-        ValueError: a pickle file is present, or the folder holds no known model.
+        ValueError: a pickle file is present, or the folder contains no known model.
     """
     pickles = sorted(
         path.relative_to(folder).as_posix() for path in Path(folder).rglob("*") if path.name.endswith(PICKLE_SUFFIXES)
