@@ -9,7 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from datasets import concatenate_datasets
+from diffusers import DDPMScheduler, UNet2DModel
 
 from .data import make_digits_task
 from .diffusion import ConditionalDiffusionModel, SharedEmbeddingUNet2DModel, TransferDiffusionPipeline
@@ -29,17 +30,23 @@ class DemoSettings:
 
     shots_per_class: int = 10
     seed: int = 0
-    target_domain: str = "rotate90"
+    target_domain: str = "invert"
     embedding_dim: int = 32
     block_out_channels: tuple[int, ...] = (32, 64)
     source_steps: int = 2500
     batch_size: int = 64
     learning_rate: float = 2e-3
-    # Every strategy gets the same target budget: `target_epochs` passes over the k-shot data,
-    # clipped to [target_min_steps, target_max_steps].
-    target_epochs: float = 250.0
+    source_seed: int = 0
+    # Every strategy gets the same target budget: `target_epochs` passes over the k-shot training
+    # shots, clipped to [target_min_steps, target_max_steps]. Within it, each strategy keeps the
+    # weights of its lowest denoising loss on held-out validation shots, evaluated every
+    # `eval_steps` steps, so no strategy is judged after it has memorised its few examples.
+    target_epochs: float = 400.0
     target_min_steps: int = 200
     target_max_steps: int = 800
+    validation_shots_per_class: int = 2
+    validation_repeats: int = 16
+    eval_steps: int = 25
     target_learning_rate: float = 1e-3
     condition_dropout: float = 0.1
     guidance_scale: float = 2.0
@@ -72,7 +79,7 @@ class DemoSettings:
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "condition_dropout": self.condition_dropout,
-            "seed": self.seed,
+            "seed": self.source_seed,
             "version": 1,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
@@ -93,7 +100,7 @@ def file_stem(config: TransferConfig) -> str:
 
 def build_source_model(settings: DemoSettings) -> ConditionalDiffusionModel:
     """A class-conditional UNet for 8x8 digits with a label shared embedding, freshly initialised."""
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.source_seed)
     unet = UNet2DModel(
         sample_size=8,
         in_channels=1,
@@ -126,7 +133,7 @@ def load_or_train_source(settings: DemoSettings, task, cache_dir: str) -> Condit
         max_steps=settings.source_steps,
         batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
-        seed=settings.seed,
+        seed=settings.source_seed,
         description="source",
     )
     train(model, task.source.select_columns(["pixel_values", "condition"]), config)
@@ -141,8 +148,13 @@ def load_or_train_source(settings: DemoSettings, task, cache_dir: str) -> Condit
 
 
 def sample_images(model: ConditionalDiffusionModel, settings: DemoSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample `samples_per_class` images per class with DDIM and guidance; returns images and their labels."""
-    scheduler = DDIMScheduler.from_config(model.noise_scheduler.config)
+    """Sample `samples_per_class` images per class with guidance; returns images and their labels.
+
+    The sampler is DDPM on a shortened timestep grid. On one source model (measured with 200
+    samples, guidance scale 2), DDIM with the inherited `clip_sample=True` gave digits a classifier
+    labelled correctly 35% of the time, DDIM with `clip_sample=False` 99%, and 50-step DDPM 99.5%.
+    """
+    scheduler = DDPMScheduler.from_config(model.noise_scheduler.config)
     pipeline = model.to_pipeline(scheduler)
     pipeline.set_progress_bar_config(disable=True)
     labels = torch.arange(NUM_CLASSES).repeat_interleave(settings.samples_per_class)
@@ -154,6 +166,30 @@ def sample_images(model: ConditionalDiffusionModel, settings: DemoSettings, seed
         output_type="pt",
     ).images
     return images, labels
+
+
+def split_validation_shots(shots, settings: DemoSettings):
+    """Hold out `validation_shots_per_class` of the k shots per class for validation.
+
+    The held-out images are repeated `validation_repeats` times, so each validation pass averages the
+    denoising loss over that many noise and timestep draws per image.
+    """
+    columns = shots.select_columns(["pixel_values", "condition"])
+    if settings.validation_shots_per_class == 0:
+        return columns, None
+    if settings.validation_shots_per_class >= settings.shots_per_class:
+        raise ValueError(
+            f"`validation_shots_per_class` ({settings.validation_shots_per_class}) must be smaller than "
+            f"`shots_per_class` ({settings.shots_per_class}); lower it or set it to 0 to train on every shot."
+        )
+    labels = shots[:]["condition"].tolist()
+    seen: dict[int, int] = {}
+    validation_index, train_index = [], []
+    for index, label in enumerate(labels):
+        seen[label] = seen.get(label, 0) + 1
+        (validation_index if seen[label] <= settings.validation_shots_per_class else train_index).append(index)
+    validation = concatenate_datasets([columns.select(validation_index)] * settings.validation_repeats)
+    return columns.select(train_index), validation
 
 
 def target_budget(settings: DemoSettings, num_examples: int) -> int:
@@ -185,8 +221,9 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
     # 2. Source learning.
     source = load_or_train_source(settings, task, cache_dir)
 
-    # 3. Target learning under each strategy, with one budget for all.
-    steps = target_budget(settings, len(task.target_train))
+    # 3. Target learning under each strategy, with one budget and one validation split for all.
+    train_shots, validation_shots = split_validation_shots(task.target_train, settings)
+    steps = target_budget(settings, len(train_shots))
     results = {}
     transferred = {}
     for index, name in enumerate(settings.strategies):
@@ -200,8 +237,9 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
             learning_rate=settings.target_learning_rate if config.strategy != "from_scratch" else settings.learning_rate,
             seed=settings.seed + 1,
             description=config.label,
+            eval_steps=settings.eval_steps,
         )
-        train(model, task.target_train.select_columns(["pixel_values", "condition"]), training)
+        result = train(model, train_shots, training, eval_dataset=validation_shots)
         images, labels = sample_images(model, settings, seed=settings.seed + 100)
         results[config.label] = {
             "strategy": config.strategy,
@@ -211,6 +249,7 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
             "trainable_parameters": trainable,
             "total_parameters": total,
             "target_steps": steps,
+            "best_step": result.best_step,
         }
         # Up to ten samples per class, one class per column.
         per_class = images.view(NUM_CLASSES, settings.samples_per_class, *images.shape[1:])[:, :10]

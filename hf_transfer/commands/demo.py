@@ -27,9 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--shots-per-class", "-k", type=int, default=10, help="Target training images per class.")
     parser.add_argument(
         "--target-domain",
-        default="rotate90",
+        default=None,
         choices=["rotate90", "invert", "mirror"],
-        help="Transformation that makes the target domain.",
+        help="Transformation that makes the target domain (default: invert for diffusion, rotate90 for flows).",
     )
     parser.add_argument(
         "--model",
@@ -100,11 +100,12 @@ def run(args: argparse.Namespace) -> int:
     runs = []
     for seed in seeds:
         factory = DemoSettings.quick if args.quick else DemoSettings
-        settings = factory(shots_per_class=args.shots_per_class, seed=seed, target_domain=args.target_domain)
+        overrides = {"target_domain": args.target_domain} if args.target_domain else {}
+        settings = factory(shots_per_class=args.shots_per_class, seed=seed, **overrides)
         output_dir = args.output_dir if len(seeds) == 1 else os.path.join(args.output_dir, f"seed{seed}")
         metrics = run_demo(settings, output_dir, cache_dir=args.cache_dir)
         runs.append(metrics)
-        print(f"\nSeed {seed}, k={args.shots_per_class}, target domain {args.target_domain} ({metrics['seconds']:.0f} s):")
+        print(f"\nSeed {seed}, k={args.shots_per_class}, target domain {settings.target_domain} ({metrics['seconds']:.0f} s):")
         print(format_table(metrics["strategies"]))
         print(f"Outputs in {output_dir}: metrics.json, samples_*.png, pipeline/")
     if len(runs) > 1:
@@ -127,7 +128,7 @@ def run_flow(args: argparse.Namespace, seeds: list[int]) -> int:
             seed=seed,
             quick=args.quick,
             dataset=args.dataset,
-            target_domain=args.target_domain,
+            target_domain=args.target_domain or "rotate90",
         )
         runs.append(metrics)
         print(f"\nFlow on {args.dataset}, seed {seed}, k={args.shots_per_class} ({metrics['seconds']:.0f} s):")
