@@ -3,7 +3,7 @@
 The table ships inside scikit-learn (no download): 442 patients, ten baseline measurements (age, sex,
 body mass index, blood pressure and six blood serum measurements s1..s6) and a measure of disease
 progression one year later. The transfer task models the nine measurements other than sex, x in R^9,
-given the progression z in R: the source task is one sex (235 patients), the target task the other
+given the progression z in R. The source task is one sex (235 patients). The target task is the other
 (207 patients), split into a pool of k-shot draws and a held-out test part. The shared-embedding
 assumption reads: how the measurements depend on progression is summarised by the same h(z) for both
 sexes, while the distribution around it (the generator) differs.
@@ -64,8 +64,8 @@ def _to_dataset(x: np.ndarray, condition: np.ndarray) -> Dataset:
 def make_diabetes_task(shots_per_stratum: int = 10, seed: int = 0, num_strata: int = 4) -> DiabetesTransferTask:
     """Split the diabetes table into a source sex and a few-shot target sex.
 
-    The target patients split in half into a pool and a test part, the same for every `seed`; `seed`
-    draws `shots_per_stratum` pool patients from each of `num_strata` quantile bins of progression.
+    The target patients split in half into a pool and a test part, the same for every `seed`. The
+    `seed` draws `shots_per_stratum` pool patients from each of `num_strata` quantile bins of progression.
 
     Args:
         shots_per_stratum (`int`, defaults to 10): target training patients per progression bin.

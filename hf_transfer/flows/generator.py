@@ -91,10 +91,12 @@ class ConditionalFlowGenerator(ModelMixin, ConfigMixin):
     def context_dim(self) -> int:
         return self.config.context_dim
 
-    def _parameter_dtype(self) -> torch.dtype:
+    def _device_and_dtype(self) -> tuple[torch.device, torch.dtype]:
+        # The first parameter is enough, and much cheaper than diffusers' `ModelMixin.device`, which walks
+        # the module tree on every call (about 0.15 ms here, a tenth of a small flow's log_prob).
         for tensor in self.flow.parameters():
-            return tensor.dtype
-        return torch.float32
+            return tensor.device, tensor.dtype
+        return torch.device("cpu"), torch.float32
 
     def validate_x(self, x: torch.Tensor) -> torch.Tensor:
         """Check a batch of data points and return it on this generator's device and dtype."""
@@ -105,7 +107,8 @@ class ConditionalFlowGenerator(ModelMixin, ConfigMixin):
         if x.ndim != 2 or x.shape[1] != self.data_dim:
             raise ValueError(f"`x` must have shape (batch_size, {self.data_dim}), got shape {tuple(x.shape)}.")
         check_finite("x", x)
-        return x.to(device=self.device, dtype=self._parameter_dtype())
+        device, dtype = self._device_and_dtype()
+        return x.to(device=device, dtype=dtype)
 
     def validate_context(self, context: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Check a context of shape `(batch_size, context_dim)` or `(1, context_dim)` and broadcast it to `batch_size` rows."""
@@ -124,7 +127,10 @@ class ConditionalFlowGenerator(ModelMixin, ConfigMixin):
                 "or one per sample."
             )
         check_finite("context", context)
-        return context.expand(batch_size, -1).to(device=self.device, dtype=self._parameter_dtype())
+        device, dtype = self._device_and_dtype()
+        if context.shape[0] != batch_size:
+            context = context.expand(batch_size, -1)
+        return context.to(device=device, dtype=dtype)
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Compute the exact log-density log g(x; h) in nats.

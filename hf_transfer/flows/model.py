@@ -152,7 +152,7 @@ class ConditionalFlowModel(nn.Module):
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): a folder, or a hub id such as `"user/digits-flow"`.
             revision (`str`, *optional*): the hub commit, branch or tag (hub ids only).
-            subfolder (`str`, *optional*): the folder inside the repository or directory that holds the model.
+            subfolder (`str`, *optional*): the folder inside the repository or directory that contains the model.
         """
         folder = resolve_checkpoint(pretrained_model_name_or_path, revision=revision, subfolder=subfolder).folder
         index = read_json(folder, FLOW_MODEL_CONFIG_NAME)
