@@ -45,7 +45,10 @@ class RecipeConfig:
     shots_per_class: int = field(default=10, metadata={"help": "Target examples per class of the digits task."})
     condition_columns: list[str] = field(
         default_factory=lambda: ["label"],
-        metadata={"help": "One class-label column, or numeric columns that form a vector condition."},
+        metadata={
+            "help": "One class-label column, numeric columns that form a vector condition, or (diffusion recipe, "
+            "with --condition_type text) one column of strings."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training examples."})
 

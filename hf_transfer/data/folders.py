@@ -22,6 +22,8 @@ IMAGE_MODE_CHANNELS = {"L": 1, "RGB": 3}
 # without alpha (alpha is dropped). 16- and 32-bit modes ("I;16", "I", "F") and CMYK are rejected instead.
 CONVERTIBLE_IMAGE_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
 TABLE_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}
+# "auto" infers class labels or vectors from the column types; "text" keeps one column of strings as text.
+CONDITION_TYPES = ("auto", "text")
 
 
 @dataclass
@@ -29,8 +31,8 @@ class ConditionInfo:
     """What the condition columns hold, which decides the shared embedding a recipe builds.
 
     Attributes:
-        kind: `"class_label"` (one integer column, for `ClassLabelEmbedding`) or `"vector"` (numeric
-            columns, for `MLPEmbedding`).
+        kind: `"class_label"` (one integer column, for `ClassLabelEmbedding`), `"vector"` (numeric
+            columns, for `MLPEmbedding`) or `"text"` (one column of strings, for `TextEncoderEmbedding`).
         num_classes: number of classes of a class-label condition.
         dim: width of a vector condition.
         class_names: names of the classes when the column is a `ClassLabel` or was encoded from strings.
@@ -130,18 +132,27 @@ def load_table(path_or_name: str, split: str = "train", revision: str | None = N
     return load_dataset_source(path_or_name, split=split, revision=revision)
 
 
-def prepare_conditions(dataset: Dataset, condition_columns: list[str], source: str) -> tuple[Dataset, ConditionInfo]:
-    """Check the condition columns and describe them; a column of strings is encoded as class labels.
+def prepare_conditions(
+    dataset: Dataset, condition_columns: list[str], source: str, condition_type: str = "auto"
+) -> tuple[Dataset, ConditionInfo]:
+    """Check the condition columns and describe them.
 
-    One integer or `ClassLabel` column is a class-label condition; one or more numeric columns, or one
-    column of fixed-length number lists, are a vector condition.
+    With `condition_type="auto"`, one integer or `ClassLabel` column is a class-label condition, and
+    a column of strings is encoded as class labels. One or more numeric columns, or one column of
+    fixed-length number lists, are a vector condition. With `condition_type="text"`, one column of
+    strings is kept as text, and every row must hold a non-empty string.
 
     Raises:
-        ValueError: a missing column, a mix of labels and numbers, or a column of another type.
+        ValueError: a missing column, a mix of labels and numbers, a column of another type, or a
+            missing, empty or blank text.
     """
+    if condition_type not in CONDITION_TYPES:
+        raise ValueError(f"`condition_type` must be one of {CONDITION_TYPES}, got {condition_type!r}.")
     if not condition_columns:
         raise ValueError("`condition_columns` is empty; name at least one column that contains the condition.")
     require_columns(dataset, condition_columns, source, "--condition_columns")
+    if condition_type == "text":
+        return dataset, _prepare_text_condition(dataset, condition_columns, source)
     features = dataset.features
 
     if len(condition_columns) == 1:
@@ -173,7 +184,36 @@ def prepare_conditions(dataset: Dataset, condition_columns: list[str], source: s
     return dataset, ConditionInfo(kind="vector", dim=len(condition_columns))
 
 
-def _condition_tensor(batch: dict, condition_columns: list[str], info: ConditionInfo) -> torch.Tensor:
+def _prepare_text_condition(dataset: Dataset, condition_columns: list[str], source: str) -> ConditionInfo:
+    """Check that `condition_columns` is one column of non-empty strings and return the text `ConditionInfo`."""
+    if len(condition_columns) != 1:
+        raise ValueError(
+            f"A text condition comes from one column of strings, got the columns {condition_columns}; "
+            "pass one column, such as --condition_columns caption."
+        )
+    column = condition_columns[0]
+    feature = dataset.features[column]
+    if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        raise ValueError(
+            f"Column {column!r} of {source} has type {feature}, but --condition_type text needs a column of strings; "
+            "name a column of descriptions, or drop --condition_type text for label or vector conditions."
+        )
+    texts = list(dataset[column])
+    bad_rows = [row for row, text in enumerate(texts) if text is None or not text.strip()]
+    if bad_rows:
+        first = bad_rows[0]
+        raise ValueError(
+            f"Column {column!r} of {source} contains {len(bad_rows)} missing or empty texts, the first in row {first} "
+            f"({texts[first]!r}); give every example a non-empty description, or drop those rows with "
+            f"`dataset.filter(lambda row: bool(row[{column!r}] and row[{column!r}].strip()))`."
+        )
+    return ConditionInfo(kind="text")
+
+
+def _batch_conditions(batch: dict, condition_columns: list[str], info: ConditionInfo) -> torch.Tensor | list[str]:
+    """Return the conditions of a batch: a list of strings for text, else a tensor."""
+    if info.kind == "text":
+        return list(batch[condition_columns[0]])
     if info.kind == "class_label":
         return torch.as_tensor(batch[condition_columns[0]], dtype=torch.long)
     if len(condition_columns) == 1:
@@ -241,16 +281,20 @@ def set_image_transform(
     resolution: int,
     image_mode: str = "L",
     source: str = "the data set",
+    condition_type: str = "auto",
 ) -> tuple[Dataset, ConditionInfo]:
     """Attach a transform yielding `pixel_values` `(channels, resolution, resolution)` in [-1, 1] and `condition`.
 
     Args:
         dataset (`Dataset`): rows with an image column and condition columns.
         image_column (`str`): the column of images (a `datasets.Image` feature, or paths).
-        condition_columns (`list[str]`): one label column or numeric columns; see `prepare_conditions`.
+        condition_columns (`list[str]`): one label column, numeric columns, or one text column; see
+            `prepare_conditions`.
         resolution (`int`): side of the square images the model takes.
         image_mode (`str`, defaults to `"L"`): `"L"` (one channel) or `"RGB"` (three).
         source (`str`): name of the data for error messages, such as its path.
+        condition_type (`str`, defaults to `"auto"`): `"auto"` infers labels or vectors from the column
+            types; `"text"` yields `condition` as a list of strings.
 
     Returns:
         The data set with the transform set, and the `ConditionInfo` of its conditions.
@@ -260,7 +304,7 @@ def set_image_transform(
     if resolution < 1:
         raise ValueError(f"`resolution` must be at least 1, got {resolution}.")
     require_columns(dataset, [image_column], source, "--image_column")
-    dataset, info = prepare_conditions(dataset, condition_columns, source)
+    dataset, info = prepare_conditions(dataset, condition_columns, source, condition_type)
     feature = dataset.features[image_column]
     if isinstance(feature, Image):
         # Decode in the transform instead of in `datasets`, so an unreadable file is reported with its path.
@@ -278,7 +322,7 @@ def set_image_transform(
             pixel_values.append(_to_pixel_values(image, name, resolution, image_mode))
         return {
             "pixel_values": torch.as_tensor(np.stack(pixel_values)),
-            "condition": _condition_tensor(batch, condition_columns, info),
+            "condition": _batch_conditions(batch, condition_columns, info),
         }
 
     dataset.set_transform(transform)
@@ -315,7 +359,7 @@ def set_table_transform(
             if not np.isfinite(values).all():
                 raise ValueError(f"Column {column!r} of {source} contains NaN, missing or infinite values; clean or drop those rows.")
             columns.append(values)
-        return {"x": torch.as_tensor(np.stack(columns, axis=1)), "condition": _condition_tensor(batch, condition_columns, info)}
+        return {"x": torch.as_tensor(np.stack(columns, axis=1)), "condition": _batch_conditions(batch, condition_columns, info)}
 
     dataset.set_transform(transform)
     return dataset, info
