@@ -10,6 +10,7 @@ from .embeddings import (
     SharedEmbedding,
     TextEncoderEmbedding,
 )
+from .flows import ConditionalFlowGenerator, ConditionalFlowModel, FlowSpec
 from .hub import load_source_model, push_to_hub
 from .model_card import ModelCardInfo
 from .training import TrainingConfig, TrainingResult, train
@@ -29,7 +30,10 @@ __all__ = [
     "ClassLabelEmbedding",
     "ConditionProjection",
     "ConditionalDiffusionModel",
+    "ConditionalFlowGenerator",
+    "ConditionalFlowModel",
     "EncoderOutputCache",
+    "FlowSpec",
     "HfTransferWarning",
     "ImageEncoderEmbedding",
     "MLPEmbedding",
