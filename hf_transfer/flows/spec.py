@@ -2,10 +2,9 @@
 
 import dataclasses
 import json
-import warnings
 from dataclasses import dataclass, field
 
-from ..utils import HfTransferWarning
+from ..utils import dataclass_from_dict
 
 FLOW_SPEC_VERSION = 1
 
@@ -121,18 +120,7 @@ class FlowSpec:
     @classmethod
     def from_dict(cls, values: dict) -> "FlowSpec":
         """Build a spec from `to_dict` output; unknown keys from a newer version are dropped with a warning."""
-        values = dict(values)
-        version = values.pop("format_version", FLOW_SPEC_VERSION)
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown or version > FLOW_SPEC_VERSION:
-            warnings.warn(
-                f"Ignoring unknown flow spec keys {unknown} (format version {version}, this library reads up to "
-                f"{FLOW_SPEC_VERSION}); upgrade hf_transfer to use them.",
-                HfTransferWarning,
-                stacklevel=2,
-            )
-        return cls(**{key: value for key, value in values.items() if key in known})
+        return dataclass_from_dict(cls, values, FLOW_SPEC_VERSION, "flow spec")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -3,10 +3,9 @@
 import dataclasses
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 
-from ..utils import HfTransferWarning
+from ..utils import dataclass_from_dict
 
 TRANSFER_CONFIG_NAME = "transfer_config.json"
 TRANSFER_CONFIG_VERSION = 1
@@ -101,18 +100,7 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TransferConfig":
-        values = dict(values)
-        version = values.pop("format_version", TRANSFER_CONFIG_VERSION)
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown or version > TRANSFER_CONFIG_VERSION:
-            warnings.warn(
-                f"Ignoring unknown transfer config keys {unknown} (format version {version}, this library "
-                f"reads up to {TRANSFER_CONFIG_VERSION}); upgrade hf_transfer to use them.",
-                HfTransferWarning,
-                stacklevel=2,
-            )
-        return cls(**{key: value for key, value in values.items() if key in known})
+        return dataclass_from_dict(cls, values, TRANSFER_CONFIG_VERSION, "transfer config")
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Write `transfer_config.json` into `save_directory` and return its path."""
