@@ -12,7 +12,7 @@ import torch
 from datasets import concatenate_datasets
 from diffusers import DDPMScheduler, UNet2DModel
 
-from .data import make_digits_task
+from .data import TARGET_DOMAINS, make_digits_task
 from .diffusion import ConditionalDiffusionModel, SharedEmbeddingUNet2DModel, TransferDiffusionPipeline
 from .embeddings import ClassLabelEmbedding
 from .evaluation import accuracy, class_consistency, frechet_distance, save_image_grid, train_classifier
@@ -47,14 +47,25 @@ class DemoSettings:
     validation_shots_per_class: int = 2
     validation_repeats: int = 16
     eval_steps: int = 25
+    # Learning rates by start: generators that start from the source fine-tune at a lower rate
+    # than the source recipe, from-scratch starts use the source rate, and LoRA adapters, which
+    # start at zero, need a higher one (a sweep over 1e-3..3e-2 is in benchmarks/lora_learning_rate.py).
     target_learning_rate: float = 1e-3
+    lora_learning_rate: float = 1e-2
     condition_dropout: float = 0.1
     guidance_scale: float = 2.0
     num_inference_steps: int = 50
     samples_per_class: int = 50
     strategies: list[str] = field(
-        default_factory=lambda: ["frozen_embedding", "frozen_embedding:fresh", "full_finetune", "from_scratch"]
+        default_factory=lambda: ["frozen_embedding", "frozen_embedding:fresh", "lora", "full_finetune", "from_scratch"]
     )
+
+    def __post_init__(self):
+        # Parse every strategy name now, so a typo fails before any training starts.
+        for name in self.strategies:
+            parse_strategy(name)
+        if self.target_domain not in TARGET_DOMAINS:
+            raise ValueError(f"Unknown target_domain {self.target_domain!r}; choose one of {sorted(TARGET_DOMAINS)}.")
 
     @classmethod
     def quick(cls, **overrides) -> "DemoSettings":
@@ -99,7 +110,7 @@ def file_stem(config: TransferConfig) -> str:
 
 
 def build_source_model(settings: DemoSettings) -> ConditionalDiffusionModel:
-    """A class-conditional UNet for 8x8 digits with a label shared embedding, freshly initialised."""
+    """Build a class-conditional UNet for 8x8 digits with a label shared embedding, freshly initialised."""
     torch.manual_seed(settings.source_seed)
     unet = UNet2DModel(
         sample_size=8,
@@ -192,6 +203,15 @@ def split_validation_shots(shots, settings: DemoSettings):
     return columns.select(train_index), validation
 
 
+def target_learning_rate(settings: DemoSettings, config: TransferConfig) -> float:
+    """Return the learning rate for a strategy's start (see `DemoSettings`)."""
+    if config.strategy == "lora":
+        return settings.lora_learning_rate
+    if config.fresh_generator:
+        return settings.learning_rate
+    return settings.target_learning_rate
+
+
 def target_budget(settings: DemoSettings, num_examples: int) -> int:
     return steps_for_epochs(
         num_examples,
@@ -234,7 +254,7 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
         training = TrainingConfig(
             max_steps=steps,
             batch_size=settings.batch_size,
-            learning_rate=settings.target_learning_rate if config.strategy != "from_scratch" else settings.learning_rate,
+            learning_rate=target_learning_rate(settings, config),
             seed=settings.seed + 1,
             description=config.label,
             eval_steps=settings.eval_steps,

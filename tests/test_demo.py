@@ -15,13 +15,13 @@ def test_quick_demo_writes_its_files(tmp_path, capsys):
 
     metrics = json.loads((output_dir / "metrics.json").read_text())
     labels = set(metrics["strategies"])
-    assert {"frozen_embedding (warm head)", "frozen_embedding (fresh head)", "full_finetune", "from_scratch"} <= labels
+    assert labels == {"frozen_embedding (warm head)", "frozen_embedding (fresh head)", "lora", "full_finetune", "from_scratch"}
     for row in metrics["strategies"].values():
         assert 0.0 <= row["class_consistency"] <= 1.0
         assert row["frechet_distance"] >= 0.0
     assert metrics["classifier_accuracy"] > 0.8
 
-    for name in ("frozen_embedding", "frozen_embedding_fresh", "full_finetune", "from_scratch"):
+    for name in ("frozen_embedding", "frozen_embedding_fresh", "lora", "full_finetune", "from_scratch"):
         assert (output_dir / f"samples_{name}.png").stat().st_size > 0
 
     pipeline = TransferDiffusionPipeline.from_pretrained(output_dir / "pipeline")
@@ -36,7 +36,7 @@ def test_quick_demo_writes_its_files(tmp_path, capsys):
     # A second run reuses the cached source model instead of training it again.
     cached = list(cache_dir.iterdir())
     assert len(cached) == 1
-    main(["demo", "--quick", "--output-dir", str(tmp_path / "again"), "--cache-dir", str(cache_dir), "--shots-per-class", "3"])
+    main(["demo", "--quick", "--output-dir", str(tmp_path / "again"), "--cache-dir", str(cache_dir), "--shots-per-class", "3", "--strategies", "from_scratch"])
     assert list(cache_dir.iterdir()) == cached
 
 
@@ -46,3 +46,11 @@ def test_demo_rejects_too_many_shots(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "`shots_per_class` must lie in [1, 35]" in capsys.readouterr().err
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_demo_rejects_unknown_strategy_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--quick", "--output-dir", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--strategies", "frozen"])
+    assert exit_info.value.code == 2
+    assert "Unknown strategy 'frozen'" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()

@@ -51,6 +51,13 @@ def register(subparsers) -> None:
         "(needs the `text` extra), with target phrasings never seen in source training.",
     )
     parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        help="Target strategies to compare (diffusion demo): frozen_embedding, frozen_embedding:fresh, lora, "
+        "full_finetune, from_scratch. Default: all five.",
+    )
+    parser.add_argument(
         "--cache-dir",
         default=None,
         help="Folder of cached source models (default: ~/.cache/hf_transfer).",
@@ -101,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     for seed in seeds:
         factory = DemoSettings.quick if args.quick else DemoSettings
         overrides = {"target_domain": args.target_domain} if args.target_domain else {}
+        if args.strategies:
+            overrides["strategies"] = args.strategies
         settings = factory(shots_per_class=args.shots_per_class, seed=seed, **overrides)
         output_dir = args.output_dir if len(seeds) == 1 else os.path.join(args.output_dir, f"seed{seed}")
         metrics = run_demo(settings, output_dir, cache_dir=args.cache_dir)

@@ -82,7 +82,7 @@ class ConditionalDiffusionModel(nn.Module):
             keep = torch.rand(batch_size, device=device) >= self.condition_dropout
             embedding = embedding * keep.unsqueeze(1).to(embedding.dtype)
 
-        # 3. Regress the target the scheduler's prediction type asks for.
+        # 3. Regress the target that the scheduler's prediction type defines.
         prediction = self.generator(noisy, timesteps, embedding).sample
         prediction_type = self.noise_scheduler.config.prediction_type
         if prediction_type == "epsilon":
