@@ -127,6 +127,7 @@ class BenchmarkSettings:
             raise ValueError(f"Unknown arms {unknown}; choose from {', '.join(ARMS)}.")
         if not self.arms or not self.seeds or not self.target_sizes:
             raise ValueError("`arms`, `seeds` and `target_sizes` must each name at least one value.")
+
         smallest = 2 * self.min_validation_size if self.early_stopping else 2
         if min(self.target_sizes) < smallest:
             raise ValueError(
@@ -140,6 +141,7 @@ class BenchmarkSettings:
             )
         if not 0.0 < self.validation_fraction < 0.5:
             raise ValueError(f"`validation_fraction` must lie in (0, 0.5), got {self.validation_fraction}.")
+
         if self.embedding_output_activation not in ("tanh", "none"):
             raise ValueError(f"`embedding_output_activation` must be 'tanh' or 'none', got {self.embedding_output_activation!r}.")
         for name in ("source_size", "source_steps", "target_steps", "num_test_samples", "num_ode_samples", "ode_steps", "workers"):
@@ -534,8 +536,8 @@ def run_benchmark(settings: BenchmarkSettings, output_dir: str) -> dict:
     record = {
         "settings": dataclasses.asdict(settings),
         "seconds": round(seconds, 1),
-        # Training and evaluation CPU time summed over all jobs (one torch thread each); divided by the
-        # number of workers it estimates the wall time on as many otherwise idle cores.
+        # Training and evaluation CPU time summed over all jobs, each with one torch thread. Divided by
+        # the number of workers, it estimates the wall time on as many otherwise idle cores.
         "cpu_seconds": round(source_cpu_seconds + sum(row["cpu_seconds"] for row in rows), 1),
         "torch_threads_per_worker": 1,
         "cpu_count": os.cpu_count(),
