@@ -67,6 +67,11 @@ def test_unknown_dataset_rejected():
         demo.make_flow_task("mnist", shots_per_class=3, seed=0)
 
 
+def test_single_shot_rejected():
+    with pytest.raises(ValueError, match="shots_per_class` must be at least 2"):
+        demo.make_flow_task("digits", shots_per_class=1, seed=0)
+
+
 def test_shot_split_keeps_every_class():
     task = demo.make_flow_task("digits", shots_per_class=3, seed=0)
     train_labels = {int(item["condition"]) for item in task.target_train}

@@ -60,7 +60,7 @@ class FlowTask:
     unit: str
 
 
-def _split_shots(labels: np.ndarray, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(labels: np.ndarray, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into train and validation parts, stratified by `labels`, with at least one of each per label."""
     rng = np.random.default_rng(seed)
     train_idx, val_idx = [], []
@@ -85,6 +85,11 @@ def make_flow_task(
         val_fraction (`float`, defaults to 0.2): share of the shots held out for early stopping.
         target_domain (`str`, defaults to `"rotate90"`): the digits target domain (see `make_digits_task`).
     """
+    if shots_per_class < 2:
+        raise ValueError(
+            f"`shots_per_class` must be at least 2, got {shots_per_class}: one shot per class is held out for "
+            "early stopping and at least one is trained on."
+        )
     if dataset == "digits":
         task = make_digits_task(shots_per_class=shots_per_class, seed=seed, target_domain=target_domain)
         source = DequantizedDigits(task.source)
@@ -95,7 +100,8 @@ def make_flow_task(
     elif dataset == "diabetes":
         task = make_diabetes_task(shots_per_stratum=shots_per_class, seed=seed)
         source, target = task.source, task.target_train
-        # Stratify the split by progression quartile, as the shots were drawn.
+        # The source split ignores progression. The target split is stratified by progression
+        # quartile, the strata the shots were drawn from.
         source_labels = np.zeros(len(source), dtype=int)
         target_labels = np.repeat(np.arange(task.num_strata), shots_per_class)
         test = [task.target_test]
@@ -103,8 +109,8 @@ def make_flow_task(
     else:
         raise ValueError(f"Unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}.")
 
-    source_train_idx, source_val_idx = _split_shots(source_labels, seed=0, val_fraction=0.1)
-    target_train_idx, target_val_idx = _split_shots(target_labels, seed=seed, val_fraction=val_fraction)
+    source_train_idx, source_val_idx = _stratified_split(source_labels, seed=0, val_fraction=0.1)
+    target_train_idx, target_val_idx = _stratified_split(target_labels, seed=seed, val_fraction=val_fraction)
     return FlowTask(
         source=Subset(source, source_train_idx.tolist()),
         source_val=_fixed(Subset(source, source_val_idx.tolist())),
