@@ -78,7 +78,7 @@ def format_table(rows: dict[str, dict], spread: dict[str, dict] | None = None) -
             consistency += f" ± {spread[label]['class_consistency']:.3f}"
             distance += f" ± {spread[label]['frechet_distance']:.1f}"
         share = 100 * row["trainable_parameters"] / row["total_parameters"]
-        lines.append(f"| {label} | {consistency} | {distance} | {row['trainable_parameters']:,} ({share:.1f}%) |")
+        lines.append(f"| {label} | {consistency} | {distance} | {row['trainable_parameters']:,} ({share:.2f}%) |")
     return "\n".join(lines)
 
 
