@@ -61,6 +61,12 @@ class DemoSettings:
     )
 
     def __post_init__(self):
+        if not self.validation_shots_per_class < self.shots_per_class:
+            raise ValueError(
+                f"`shots_per_class` must be larger than `validation_shots_per_class` "
+                f"({self.validation_shots_per_class}), got {self.shots_per_class}; use at least "
+                f"{self.validation_shots_per_class + 1} shots per class."
+            )
         # Parse every strategy name now, so a typo fails before any training starts.
         for name in self.strategies:
             parse_strategy(name)
@@ -99,7 +105,12 @@ class DemoSettings:
 def parse_strategy(name: str) -> TransferConfig:
     """Turn `strategy` or `strategy:fresh` into a `TransferConfig`."""
     strategy, _, head = name.partition(":")
-    return TransferConfig(strategy=strategy, head_init=head or ("fresh" if strategy == "from_scratch" else "warm"))
+    try:
+        return TransferConfig(strategy=strategy, head_init=head or ("fresh" if strategy == "from_scratch" else "warm"))
+    except ValueError as error:
+        raise ValueError(
+            f"Invalid demo strategy {name!r}: {error} The demo also takes 'frozen_embedding:fresh' for a fresh generator."
+        ) from error
 
 
 def file_stem(config: TransferConfig) -> str:
@@ -229,6 +240,13 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
     """
     started = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
+    # Remove the outputs of an earlier run first, so a folder never mixes two runs' files.
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if name == "metrics.json" or (name.startswith("samples_") and name.endswith(".png")):
+            os.remove(path)
+        elif name == "pipeline" and os.path.isdir(path):
+            shutil.rmtree(path)
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_transfer")
     task = make_digits_task(settings.shots_per_class, seed=settings.seed, target_domain=settings.target_domain)
 

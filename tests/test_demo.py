@@ -54,3 +54,10 @@ def test_demo_rejects_unknown_strategy_before_training(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "Unknown strategy 'frozen'" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()
+
+
+def test_demo_settings_reject_too_few_shots():
+    from hf_transfer.demo import DemoSettings
+
+    with pytest.raises(ValueError, match="use at least 3 shots per class"):
+        DemoSettings(shots_per_class=2)

@@ -56,3 +56,22 @@ def test_pipeline_rejects_bad_condition_and_options(tiny_model):
         pipeline(torch.tensor([7]), num_inference_steps=1)
     with pytest.raises(ValueError, match="Unknown output_type 'tensor'"):
         pipeline(torch.tensor([0]), num_inference_steps=1, output_type="tensor")
+
+
+def test_lora_target_pipeline_saves_and_reloads(tiny_model, tiny_data, tmp_path):
+    from hf_transfer import TrainingConfig, TransferConfig, get_transfer_model, train
+
+    target = get_transfer_model(tiny_model, TransferConfig(strategy="lora", lora_rank=2))
+    train(target, tiny_data, TrainingConfig(max_steps=3, batch_size=8, learning_rate=1e-2, progress_bar=False))
+    pipeline = target.to_pipeline()
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.save_pretrained(tmp_path)
+
+    reloaded = TransferDiffusionPipeline.from_pretrained(tmp_path)
+    reloaded.set_progress_bar_config(disable=True)
+    labels = torch.tensor([0, 1])
+
+    def sample(pipe):
+        return pipe(labels, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt").images
+
+    assert torch.allclose(sample(reloaded), sample(pipeline), atol=1e-5)

@@ -1,5 +1,7 @@
 """The (h, g) pair of a conditional diffusion model and its denoising objective."""
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
@@ -96,11 +98,20 @@ class ConditionalDiffusionModel(nn.Module):
         return F.mse_loss(prediction.float(), target.float())
 
     def to_pipeline(self, scheduler: SchedulerMixin | None = None):
-        """Build a `TransferDiffusionPipeline` from this model (sharing its modules)."""
+        """Build a `TransferDiffusionPipeline` from this model.
+
+        The pipeline shares this model's modules, except that a generator with LoRA adapters is
+        replaced by a merged copy. The copy has the plain UNet's parameter names, so the saved
+        pipeline loads without peft, and later training of this model does not reach the pipeline.
+        """
+        from ..transfer.lora import has_lora_adapters, merge_lora_adapters
         from .pipeline import TransferDiffusionPipeline
 
+        generator = self.generator
+        if has_lora_adapters(generator):
+            generator = merge_lora_adapters(copy.deepcopy(generator))
         return TransferDiffusionPipeline(
-            unet=self.generator,
+            unet=generator,
             scheduler=scheduler or self.noise_scheduler,
             shared_embedding=self.shared_embedding,
         )
