@@ -19,7 +19,10 @@ def _fresh_copy(module: nn.Module, seed: int | None) -> nn.Module:
             torch.manual_seed(seed)
         fresh = type(module).from_config(module.config)
     if parameter is not None:
-        fresh = fresh.to(device=parameter.device, dtype=parameter.dtype)
+        fresh = fresh.to(parameter.device)
+        # diffusers warns on every dtype cast, so cast only when the dtype really differs.
+        if next(fresh.parameters()).dtype != parameter.dtype:
+            fresh = fresh.to(dtype=parameter.dtype)
     return fresh
 
 
