@@ -5,6 +5,8 @@ import importlib
 import logging
 import sys
 
+from huggingface_hub.errors import OfflineModeIsEnabled
+
 # Subcommand modules; each defines `register(subparsers)` that adds its parser and sets `func`.
 COMMAND_MODULES = [
     "hf_transfer.commands.demo",
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, OfflineModeIsEnabled) as error:
         # Input errors carry their own fix; a traceback would bury it.
         parser.exit(2, f"hf-transfer {args.command}: error: {error}\n")
 

@@ -553,15 +553,15 @@ def push_to_hub(
         ) from error
     if card_info is not None and not isinstance(card_info, ModelCardInfo):
         raise TypeError(f"`card_info` must be a ModelCardInfo, got {type(card_info).__name__}.")
-    if constants.is_offline_mode():
-        raise OfflineModeIsEnabled(
-            f"Cannot push to {repo_id!r} because HF_HUB_OFFLINE is set; unset it to upload."
-        )
     is_folder = isinstance(model_or_folder, (str, os.PathLike))
     if is_folder and not os.path.isdir(model_or_folder):
         raise FileNotFoundError(f"No folder {os.fspath(model_or_folder)!r} to push; check the path.")
     if is_folder and target_only:
         raise ValueError("`target_only` applies to models; a folder is pushed as it is.")
+    if constants.is_offline_mode():
+        raise OfflineModeIsEnabled(
+            f"Cannot push to {repo_id!r} because HF_HUB_OFFLINE is set; unset it to upload."
+        )
 
     with tempfile.TemporaryDirectory(prefix="hf_transfer_push_") as staging_root:
         staging = Path(staging_root, "model")
@@ -573,7 +573,14 @@ def push_to_hub(
                 logger.info("Left out of the upload: %s", ", ".join(skipped))
         else:
             save_for_upload(model_or_folder, staging, target_only=target_only)
-        kind = check_upload_folder(staging)
+        try:
+            kind = check_upload_folder(staging)
+        except (ValueError, FileNotFoundError) as error:
+            if not is_folder:
+                raise
+            # Name the user's folder in the message, not the temporary staging copy.
+            message = str(error).replace(str(staging), os.fspath(model_or_folder))
+            raise type(error)(message) from error
 
         # 3. Write the card unless the folder brings one.
         card_path = staging / MODEL_CARD_NAME

@@ -170,8 +170,10 @@ def test_push_bad_folders_raise(fake_hub, tmp_path):
     shutil.copytree(pickled, incomplete)
     (incomplete / "unet" / "diffusion_pytorch_model.bin").unlink()
     (incomplete / "shared_embedding" / "diffusion_pytorch_model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="Missing diffusion_pytorch_model.safetensors"):
+    with pytest.raises(FileNotFoundError, match="Missing diffusion_pytorch_model.safetensors") as error_info:
         push_to_hub(incomplete, "org/x")
+    assert str(incomplete) in str(error_info.value)
+    assert "hf_transfer_push_" not in str(error_info.value)
     assert fake_hub.calls == []
 
 
