@@ -70,6 +70,8 @@ class DemoSettings:
         # Parse every strategy name now, so a typo fails before any training starts.
         for name in self.strategies:
             parse_strategy(name)
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"`strategies` lists a strategy twice: {self.strategies}; name each one once.")
         if self.target_domain not in TARGET_DOMAINS:
             raise ValueError(f"Unknown target_domain {self.target_domain!r}; choose one of {sorted(TARGET_DOMAINS)}.")
 
@@ -264,8 +266,8 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
     train_shots, validation_shots = split_validation_shots(task.target_train, settings)
     steps = target_budget(settings, len(train_shots))
     results = {}
-    transferred = {}
-    for index, name in enumerate(settings.strategies):
+    saved_model, saved_config = None, None
+    for name in settings.strategies:
         config = parse_strategy(name)
         config.seed = settings.seed
         model = get_transfer_model(source, config)
@@ -294,7 +296,8 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
         per_class = images.view(NUM_CLASSES, settings.samples_per_class, *images.shape[1:])[:, :10]
         grid = per_class.transpose(0, 1).reshape(-1, *images.shape[1:])
         save_image_grid(grid, os.path.join(output_dir, f"samples_{file_stem(config)}.png"))
-        transferred[name] = model
+        if saved_model is None:
+            saved_model, saved_config = model, config
         logger.info("%s: %s", config.label, results[config.label])
 
     # 4. References: the k-shot images themselves and real held-out images.
@@ -309,11 +312,15 @@ def run_demo(settings: DemoSettings, output_dir: str, cache_dir: str | None = No
         "strategies": results,
         "seconds": time.perf_counter() - started,
     }
-    if save_pipeline and settings.strategies:
-        best_name = settings.strategies[0]
+    if save_pipeline and saved_model is not None:
+        # The first strategy's model, written under a temporary name and renamed when complete.
         folder = os.path.join(output_dir, "pipeline")
-        transferred[best_name].to_pipeline().save_pretrained(folder)
-        parse_strategy(best_name).save_pretrained(folder)
+        temporary = folder + ".tmp"
+        if os.path.isdir(temporary):
+            shutil.rmtree(temporary)
+        saved_model.to_pipeline().save_pretrained(temporary)
+        saved_config.save_pretrained(temporary)
+        os.replace(temporary, folder)
         metrics["pipeline"] = folder
     path = os.path.join(output_dir, "metrics.json")
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
