@@ -56,6 +56,10 @@ def test_pipeline_rejects_bad_condition_and_options(tiny_model):
         pipeline(torch.tensor([7]), num_inference_steps=1)
     with pytest.raises(ValueError, match="Unknown output_type 'tensor'"):
         pipeline(torch.tensor([0]), num_inference_steps=1, output_type="tensor")
+    with pytest.raises(ValueError, match="finite non-negative number, got nan"):
+        pipeline(torch.tensor([0]), num_inference_steps=1, guidance_scale=float("nan"))
+    with pytest.raises(ValueError, match="`condition` is empty"):
+        pipeline(torch.tensor([], dtype=torch.long), num_inference_steps=1)
 
 
 def test_lora_target_pipeline_saves_and_reloads(tiny_model, tiny_data, tmp_path):

@@ -1,6 +1,7 @@
 """A diffusers pipeline that samples images given conditions through a shared embedding."""
 
 import inspect
+import math
 
 import numpy as np
 import torch
@@ -67,12 +68,14 @@ class TransferDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"Unknown output_type {output_type!r}; choose 'pil', 'np' or 'pt'.")
         if num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be at least 1, got {num_inference_steps}.")
-        if guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be non-negative, got {guidance_scale}.")
+        if not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"`guidance_scale` must be a finite non-negative number, got {guidance_scale}.")
 
         # 1. Embed the conditions; a zero embedding is the unconditional branch for guidance.
         embedding = self.shared_embedding(condition).to(device=self.device, dtype=self.unet.dtype)
         batch_size = embedding.shape[0]
+        if batch_size == 0:
+            raise ValueError("`condition` is empty; pass at least one condition, one per image to sample.")
         use_guidance = guidance_scale != 1.0
         if use_guidance:
             embedding = torch.cat([torch.zeros_like(embedding), embedding])
