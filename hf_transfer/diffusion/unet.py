@@ -10,6 +10,39 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
 
+def public_config(unet: ModelMixin) -> dict[str, Any]:
+    """Return a UNet's config without private keys such as `_name_or_path`, which describe where it came from."""
+    return {key: value for key, value in unet.config.items() if not key.startswith("_")}
+
+
+def place_like(model: ModelMixin, unet: ModelMixin) -> ModelMixin:
+    """Move `model` to the device and dtype of `unet`, casting the dtype only when it differs.
+
+    diffusers logs a float32 warning on every dtype cast, even one that changes nothing.
+    """
+    model = model.to(unet.device)
+    if unet.dtype != model.dtype:
+        model = model.to(dtype=unet.dtype)
+    return model
+
+
+def check_sample_channels(sample: torch.Tensor, in_channels: int) -> None:
+    """Raise `ValueError` unless `sample` has shape `(batch_size, in_channels, height, width)`."""
+    if sample.ndim != 4 or sample.shape[1] != in_channels:
+        raise ValueError(
+            f"`sample` must have shape (batch_size, {in_channels}, height, width), got shape {tuple(sample.shape)}."
+        )
+
+
+def check_embedding_shape(embedding: torch.Tensor, batch_size: int, embedding_dim: int) -> None:
+    """Raise `ValueError` unless `embedding` has shape `(batch_size, embedding_dim)`."""
+    if embedding.ndim != 2 or embedding.shape != (batch_size, embedding_dim):
+        raise ValueError(
+            f"`embedding` must have shape ({batch_size}, {embedding_dim}) to match the batch, "
+            f"got shape {tuple(embedding.shape)}."
+        )
+
+
 class ConditionProjection(nn.Module):
     """Two-layer MLP from h(z) to the UNet's time-embedding width, with a zero-initialised last layer.
 
@@ -82,9 +115,7 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
                 f"`unet` must be a diffusers UNet2DModel, got {type(unet).__name__}; "
                 "use UNet2DModel.from_pretrained(...) to load one."
             )
-        # Private keys such as `_name_or_path` describe where the UNet came from, not its shape.
-        unet_config = {key: value for key, value in unet.config.items() if not key.startswith("_")}
-        model = cls(unet_config=unet_config, embedding_dim=embedding_dim)
+        model = cls(unet_config=public_config(unet), embedding_dim=embedding_dim)
         missing, unexpected = model.unet.load_state_dict(unet.state_dict(), strict=False)
         projection_keys = {key for key in missing if key.startswith("class_embedding.")}
         if set(missing) - projection_keys or unexpected:
@@ -92,10 +123,7 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
                 f"Could not copy the UNet weights: missing {sorted(set(missing) - projection_keys)}, "
                 f"unexpected {sorted(unexpected)}."
             )
-        model = model.to(unet.device)
-        if unet.dtype != model.dtype:
-            model = model.to(dtype=unet.dtype)
-        return model
+        return place_like(model, unet)
 
     @property
     def condition_projection(self) -> ConditionProjection:
@@ -108,11 +136,7 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
     def check_sample(self, sample: torch.Tensor) -> None:
         """Raise `ValueError` if the UNet cannot take `sample`."""
         config = self.unet.config
-        if sample.ndim != 4 or sample.shape[1] != config.in_channels:
-            raise ValueError(
-                f"`sample` must have shape (batch_size, {config.in_channels}, height, width), "
-                f"got shape {tuple(sample.shape)}."
-            )
+        check_sample_channels(sample, config.in_channels)
         # Every down block but the last halves the resolution, and the up path must meet the skips.
         factor = 2 ** (len(config.down_block_types) - 1)
         height, width = sample.shape[-2:]
@@ -139,12 +163,7 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
             return_dict (`bool`, defaults to `True`): return a `UNet2DOutput` instead of a tuple.
         """
         self.check_sample(sample)
-        embedding_dim = self.config.embedding_dim
-        if embedding.ndim != 2 or embedding.shape != (sample.shape[0], embedding_dim):
-            raise ValueError(
-                f"`embedding` must have shape ({sample.shape[0]}, {embedding_dim}) to match the batch, "
-                f"got shape {tuple(embedding.shape)}."
-            )
+        check_embedding_shape(embedding, sample.shape[0], self.config.embedding_dim)
         # The projection runs in the UNet's dtype; h(z) may come from a module kept in float32.
         embedding = embedding.to(dtype=self.unet.dtype)
         return self.unet(sample, timestep, class_labels=embedding, return_dict=return_dict)

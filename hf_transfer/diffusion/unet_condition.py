@@ -25,6 +25,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 from torch import nn
 
+from .unet import check_embedding_shape, check_sample_channels, place_like, public_config
+
 
 class TokenProjection(nn.Module):
     """Linear map from h(z) to `num_tokens` cross-attention tokens of width `cross_attention_dim`.
@@ -103,9 +105,9 @@ class SharedEmbeddingUNet2DConditionModel(ModelMixin, ConfigMixin):
                 f"`unet` must be a diffusers UNet2DConditionModel, got {type(unet).__name__}; "
                 "use UNet2DConditionModel.from_pretrained(..., use_safetensors=True) to load one."
             )
-        model = cls(unet_config=dict(unet.config), embedding_dim=embedding_dim, num_tokens=num_tokens)
+        model = cls(unet_config=public_config(unet), embedding_dim=embedding_dim, num_tokens=num_tokens)
         model.unet.load_state_dict(unet.state_dict())
-        return model.to(device=unet.device, dtype=unet.dtype)
+        return place_like(model, unet)
 
     @property
     def sample_size(self):
@@ -113,12 +115,7 @@ class SharedEmbeddingUNet2DConditionModel(ModelMixin, ConfigMixin):
 
     def check_sample(self, sample: torch.Tensor) -> None:
         """Raise `ValueError` if the UNet cannot take `sample`."""
-        config = self.unet.config
-        if sample.ndim != 4 or sample.shape[1] != config.in_channels:
-            raise ValueError(
-                f"`sample` must have shape (batch_size, {config.in_channels}, height, width), "
-                f"got shape {tuple(sample.shape)}."
-            )
+        check_sample_channels(sample, self.unet.config.in_channels)
 
     def forward(
         self,
@@ -137,12 +134,7 @@ class SharedEmbeddingUNet2DConditionModel(ModelMixin, ConfigMixin):
             return_dict (`bool`, defaults to `True`): return a `UNet2DConditionOutput` instead of a tuple.
         """
         self.check_sample(sample)
-        embedding_dim = self.config.embedding_dim
-        if embedding.ndim != 2 or embedding.shape != (sample.shape[0], embedding_dim):
-            raise ValueError(
-                f"`embedding` must have shape ({sample.shape[0]}, {embedding_dim}) to match the batch, "
-                f"got shape {tuple(embedding.shape)}."
-            )
+        check_embedding_shape(embedding, sample.shape[0], self.config.embedding_dim)
         # The projection runs in the UNet's dtype; h(z) may come from a module kept in float32.
         tokens = self.token_projection(embedding.to(dtype=self.unet.dtype))
         return self.unet(sample, timestep, encoder_hidden_states=tokens, return_dict=return_dict)
