@@ -171,8 +171,10 @@ def load_or_train_source(settings: DemoSettings, task, cache_dir: str) -> Condit
     return model
 
 
-def sample_images(model: ConditionalDiffusionModel, settings: DemoSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample `samples_per_class` images per class with guidance; returns images and their labels.
+def sample_guided(
+    model: ConditionalDiffusionModel, conditions, num_inference_steps: int, guidance_scale: float, seed: int
+) -> torch.Tensor:
+    """Sample one image per condition with classifier-free guidance; returns images in [-1, 1].
 
     The sampler is DDPM on a shortened timestep grid. On one source model (measured with 200
     samples, guidance scale 2), DDIM with the inherited `clip_sample=True` gave digits a classifier
@@ -181,14 +183,19 @@ def sample_images(model: ConditionalDiffusionModel, settings: DemoSettings, seed
     scheduler = DDPMScheduler.from_config(model.noise_scheduler.config)
     pipeline = model.to_pipeline(scheduler)
     pipeline.set_progress_bar_config(disable=True)
-    labels = torch.arange(NUM_CLASSES).repeat_interleave(settings.samples_per_class)
-    images = pipeline(
-        labels,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
+    return pipeline(
+        conditions,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
         generator=torch.Generator().manual_seed(seed),
         output_type="pt",
     ).images
+
+
+def sample_images(model: ConditionalDiffusionModel, settings: DemoSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `samples_per_class` images per class; returns the images and their labels."""
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(settings.samples_per_class)
+    images = sample_guided(model, labels, settings.num_inference_steps, settings.guidance_scale, seed)
     return images, labels
 
 

@@ -33,6 +33,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401
 from torch import nn
 
 from .data import make_digits_task
+from .demo import sample_guided
 from .diffusion import ConditionalDiffusionModel, SharedEmbeddingUNet2DModel
 from .embeddings import ClassLabelEmbedding, SharedEmbedding, TextEncoderEmbedding
 from .evaluation import accuracy, class_consistency, frechet_distance, save_image_grid, train_classifier
@@ -175,20 +176,8 @@ def build_source_model(arm: str, settings: TextDemoSettings, encoder: str) -> Co
 
 
 def sample_images(model: ConditionalDiffusionModel, conditions, settings: TextDemoSettings, seed: int) -> torch.Tensor:
-    """Sample one image per condition with DDPM and classifier-free guidance; images in [-1, 1].
-
-    DDPM, not DDIM: `hf_transfer.demo.sample_images` records how DDIM with `clip_sample=True`
-    lost most class consistency under guidance on the digits.
-    """
-    pipeline = model.to_pipeline(DDPMScheduler.from_config(model.noise_scheduler.config))
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline(
-        conditions,
-        num_inference_steps=settings.num_inference_steps,
-        guidance_scale=settings.guidance_scale,
-        generator=torch.Generator().manual_seed(seed),
-        output_type="pt",
-    ).images
+    """Sample one image per condition (texts or class ids) with the demo's guided DDPM sampler."""
+    return sample_guided(model, conditions, settings.num_inference_steps, settings.guidance_scale, seed)
 
 
 @torch.no_grad()
