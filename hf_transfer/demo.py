@@ -47,9 +47,9 @@ class DemoSettings:
     validation_shots_per_class: int = 2
     validation_repeats: int = 16
     eval_steps: int = 25
-    # Learning rates by start: generators that start from the source fine-tune at a lower rate
-    # than the source recipe, from-scratch starts use the source rate, and LoRA adapters, which
-    # start at zero, need a higher one (a sweep over 1e-3..3e-2 is in benchmarks/lora_learning_rate.py).
+    # Learning rates by start. Generators that start from the source fine-tune below the source
+    # rate, and new weights use the source rate. LoRA adapters start at zero and need a higher
+    # rate; benchmarks/lora_learning_rate.py sweeps 1e-3 to 3e-2.
     target_learning_rate: float = 1e-3
     lora_learning_rate: float = 1e-2
     condition_dropout: float = 0.1

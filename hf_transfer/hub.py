@@ -485,7 +485,7 @@ def save_for_upload(model: nn.Module, folder: Path, target_only: bool = False) -
         TransferDiffusionPipeline(unet, model.scheduler, model.shared_embedding).save_pretrained(folder)
         return
     if has_lora_adapters(model):
-        # A full save holds plain diffusers weights, so the adapters go into the base layers of a copy.
+        # A full save contains plain diffusers weights, so the adapters go into the base layers of a copy.
         model = copy.deepcopy(model)
         merge_lora_adapters(model)
     if isinstance(model, ConditionalDiffusionModel):

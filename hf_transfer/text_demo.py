@@ -184,7 +184,7 @@ def sample_images(model: ConditionalDiffusionModel, conditions, settings: TextDe
 def nearest_class_accuracy(embedding: SharedEmbedding) -> float:
     """Return the share of target phrasings whose h(z) lies nearest the mean h(z) of their class's source phrasings.
 
-    This checks the shared embedding alone, before any generator sees it: 1.0 means h sends
+    This checks the shared embedding alone, before any generator uses it. 1.0 means h sends
     every unseen phrasing next to the phrasings the source model learned for that class.
     """
     embedding.eval()

@@ -14,7 +14,7 @@ class HfTransferWarning(UserWarning):
 
 
 def check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Raise `ValueError` if `tensor` holds NaN or infinite values."""
+    """Raise `ValueError` if `tensor` contains NaN or infinite values."""
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor)).sum().item()
         raise ValueError(
@@ -26,7 +26,7 @@ def dataclass_from_dict(cls, values: dict, version: int, name: str, stacklevel: 
     """Build the config dataclass `cls` from a saved dict that carries a `format_version` key.
 
     Keys that `cls` does not know, as written by a newer version of the library, are dropped with an
-    `HfTransferWarning` that says to upgrade.
+    `HfTransferWarning` that recommends upgrading.
 
     Args:
         cls: the dataclass to build.

@@ -9,7 +9,7 @@ def fill_hub_cache(cache_dir: Path, repo_id: str, source: Path, refs: tuple[str,
     """Copy `source` into `cache_dir` as one snapshot of model repo `repo_id` and point `refs` at it.
 
     Returns the 40-hex commit hash of the snapshot. The layout is the one huggingface_hub reads:
-    `models--org--name/refs/<ref>` holds the commit hash, files sit under `snapshots/<hash>/`.
+    `models--org--name/refs/<ref>` contains the commit hash, files sit under `snapshots/<hash>/`.
     """
     commit = commit or hashlib.sha1(f"{repo_id}:{source}:{refs}".encode()).hexdigest()
     repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))

@@ -32,7 +32,8 @@ def test_pipeline_output_types(tiny_model):
     pipeline.set_progress_bar_config(disable=True)
     images = pipeline(torch.tensor([0, 2]), num_inference_steps=2, output_type="np").images
     assert images.shape == (2, 8, 8, 1)
-    assert images.min() >= 0 and images.max() <= 1
+    assert images.min() >= 0
+    assert images.max() <= 1
     pil = pipeline(torch.tensor([1]), num_inference_steps=2).images
     assert pil[0].size == (8, 8)
     assert isinstance(np.asarray(pil[0]), np.ndarray)

@@ -26,7 +26,7 @@ class DigitsTransferTask:
     """The four splits of the digits transfer task, as `datasets.Dataset`s in torch format.
 
     Every split has a `pixel_values` column (float32, shape `(1, 8, 8)`, in [-1, 1]) and a
-    `condition` column (the int64 class label). `pixels` holds the raw integer intensities
+    `condition` column (the int64 class label). `pixels` contains the raw integer intensities
     0..16, for models that dequantise, such as flows.
 
     Attributes:
@@ -73,8 +73,8 @@ def make_digits_task(
 ) -> DigitsTransferTask:
     """Split the 1,797 digits into a source task and a k-shot target task in `target_domain`.
 
-    The split into source, target pool and target test is fixed (it does not depend on `seed`),
-    so every seed is evaluated on the same held-out images; `seed` draws the k shots.
+    The split into source, target pool and target test does not depend on `seed`, so every seed
+    is evaluated on the same held-out images. `seed` draws the k shots.
 
     Args:
         shots_per_class (`int`, defaults to 10): target training examples per class, k.

@@ -76,7 +76,7 @@ def load_image_folder(data_dir: str | os.PathLike) -> Dataset:
     the metadata has a `label` column of its own.
 
     Raises:
-        FileNotFoundError: `data_dir` does not exist or holds no images.
+        FileNotFoundError: `data_dir` does not exist or contains no images.
     """
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):

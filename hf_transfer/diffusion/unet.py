@@ -103,7 +103,7 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
             raise ValueError(f"`embedding_dim` must be at least 1, got {embedding_dim}.")
         self.unet = UNet2DModel.from_config(unet_config)
         time_embed_dim = self.unet.time_embedding.linear_2.out_features
-        # UNet2DModel adds `class_embedding(class_labels)` to the time embedding; the projection of
+        # UNet2DModel adds `class_embedding(class_labels)` to the time embedding. The projection of
         # h(z) takes that slot, so the UNet's own forward does the conditioning with no extra pass.
         self.unet.class_embedding = ConditionProjection(embedding_dim, time_embed_dim)
 
@@ -158,8 +158,8 @@ class SharedEmbeddingUNet2DModel(ModelMixin, ConfigMixin):
         Args:
             sample (`torch.Tensor` of shape `(batch_size, channels, height, width)`): the noisy images.
             timestep (`torch.Tensor` of shape `(batch_size,)` or a number): the diffusion timesteps.
-            embedding (`torch.Tensor` of shape `(batch_size, embedding_dim)`): h(z); a zero row asks
-                for the unconditional prediction.
+            embedding (`torch.Tensor` of shape `(batch_size, embedding_dim)`): h(z); a zero row requests
+                the unconditional prediction.
             return_dict (`bool`, defaults to `True`): return a `UNet2DOutput` instead of a tuple.
         """
         self.check_sample(sample)

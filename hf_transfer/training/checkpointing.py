@@ -5,7 +5,7 @@ hidden temporary folder `.tmp-checkpoint-<step>`. Only when all of them are done
 add `training_state.json` and rename the folder with `os.replace`. A crash during a save therefore
 leaves a temporary folder, which resume ignores, and never a `checkpoint-<step>` that looks complete.
 
-The folder holds what `Accelerator.save_state` writes (the models as safetensors, the optimizer, the
+The folder contains what `Accelerator.save_state` writes (the models as safetensors, the optimizer, the
 learning-rate scheduler, the objects registered with `register_for_checkpointing` such as the EMA,
 and one random-number-generator file per process) plus `training_state.json`: the optimizer step,
 the data position (epoch and batches consumed in it) and the losses so far.

@@ -120,7 +120,7 @@ class TrainingConfig:
 
 @dataclass
 class TrainingResult:
-    """What `train` returns: the per-step losses and the number of optimizer steps taken.
+    """Result of `train`: the per-step losses and the number of optimizer steps taken.
 
     With an `eval_dataset`, also the validation losses (one per `eval_steps`) and the step whose weights
     were returned.
@@ -198,7 +198,7 @@ def train(
         accelerator (`Accelerator`, *optional*): the accelerate handle; one is made from `config` if None.
         collate_fn (*optional*): a DataLoader collate function.
         eval_dataset (*optional*): held-out examples in the form of `dataset`. If given, the loss on them is
-            computed every `config.eval_steps` steps (and at the last step), training stops early after
+            computed every `config.eval_steps` steps and at the last step. Training stops early after
             `config.early_stopping_patience` evaluations without improvement, and the trainable weights of
             the lowest validation loss are returned in place of the last ones.
         validation_fn (*optional*): `validation_fn(model, global_step)` runs every `config.validation_steps`

@@ -16,7 +16,7 @@ HEAD_INITS = ("warm", "fresh")
 
 @dataclass
 class TransferConfig:
-    """How target learning treats the shared embedding h and the generator g.
+    """Strategy of target learning: what happens to the shared embedding h and the generator g.
 
     | strategy | h | g |
     |---|---|---|

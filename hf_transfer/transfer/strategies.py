@@ -54,8 +54,8 @@ def get_transfer_model(source_model: nn.Module, config: TransferConfig, generato
     Args:
         source_model (`nn.Module`): the trained source model.
         config (`TransferConfig`): the strategy and its options.
-        generator (`nn.Module`, *optional*): a target generator to use instead of the source's one
-            (for a target of another size); it must take an embedding of the same width. It is
+        generator (`nn.Module`, *optional*): a target generator to use instead of the source's one,
+            for a target of another size. It must take an embedding of the same width, and it is
             trained from its current weights.
 
     Returns:
